@@ -13,7 +13,8 @@ which has no 1/α (so α = 0 is not a special case) and loses nothing to cancell
 form loses 1e-3 relative accuracy in float32 at α = 1e-3 and returns 0 at α = 1e-7. Only α = 2 (b = 0)
 and α = ±∞ (b = ∞) need their closed forms. Values or gradients whose true size is beyond the dtype's
 range saturate at its largest finite number instead of becoming Inf, and every branch is kept finite,
-so no NaN can reach a gradient.
+so no NaN can reach a gradient. q = z/b itself saturates there too (|x/c| beyond about 1e19·√b in
+float32), past which values stay finite but are no longer exact.
 
 Gradients are closed-form (`GeneralLoss.backward`), and only the inputs are saved for backward: the
 reference implementation leaves the derivative to autograd and keeps about 11 inputs' worth alive.
@@ -32,8 +33,8 @@ import torch
 Number = float | int
 TensorLike = torch.Tensor | Number
 
-# Below this |t| = |αL/2|, E(t) = expm1(t)/t is replaced by its series 1 + t/2 (error t²/6 < 1e-12).
-_SERIES_T = 1e-6
+# Below this |α|, ρ = L·(1 + αL/4 + …) equals the Cauchy member log1p(z/2) to float64 rounding.
+_ZERO_ALPHA = 1e-20
 # ∂ρ/∂α is logarithmically infinite at α = 2 exactly; there it is evaluated at |α−2| = this.
 _ALPHA_GRAD_GAP = 1e-7
 
@@ -72,93 +73,97 @@ def _saturate(t: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(t, nan=float("nan"), posinf=big, neginf=-big)
 
 
-def _expm1_over_t(t: torch.Tensor) -> torch.Tensor:
-    """E(t) = expm1(t)/t, with E(0) = 1 and the series 1 + t/2 near 0."""
-    small = t.abs() < _SERIES_T
-    safe_t = torch.where(small, torch.ones_like(t), t)
-    return torch.where(small, 1 + t / 2, torch.expm1(safe_t) / safe_t)
+def _special_members(alpha: torch.Tensor) -> torch.Tensor:
+    """Where α is a member whose generic form divides by zero: α ≈ 0, α = 2, α = ±∞."""
+    return (alpha.abs() < _ZERO_ALPHA) | (alpha == 2) | torch.isinf(alpha)
 
 
-def _scaled_parts(
-    x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """xs = x/c, z = xs², b = |α−2| and L = log1p(z/b) = log(1 + z/b), each finite where it can be.
-
-    When z/b overflows, L is taken from logarithms: log(z/b) = 2·log|xs| − log b (exact to rounding).
-    b = 0 (α = 2) and b = ∞ (α = ±∞) give L = ∞ and L = 0; callers replace those branches.
-    """
+def _v2_and_log(x: torch.Tensor, scale: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q = (x/c)²/b, saturated at the dtype's maximum, and L = log1p(q)."""
     big = torch.finfo(x.dtype).max
-    xs = (x / scale).clamp(-big, big)
-    z = xs * xs
-    b = (alpha - 2).abs()
-    q = z / b
-    log_q = 2 * torch.log(xs.abs()) - torch.log(b)
-    log1p_q = torch.where(torch.isfinite(q), torch.log1p(q), log_q)
-    return xs, z, b, log1p_q
+    v2 = (x / (scale * torch.sqrt(b))).square_().clamp_(max=big)
+    return v2, torch.log1p(v2)
 
 
 def _rho_unscaled(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """ρ(x, α, c) in the compute dtype (no autograd of its own)."""
-    _, z, b, log1p_q = _scaled_parts(x, alpha, scale)
-    t = alpha * log1p_q / 2
-    rho = (b / 2) * log1p_q * _expm1_over_t(t)
-    rho = torch.where(alpha == 2, z / 2, rho)
-    rho = torch.where(alpha == -math.inf, -torch.expm1(-z / 2), rho)
-    rho = torch.where(alpha == math.inf, torch.expm1(z / 2), rho)
-    return _saturate(rho)
+    """ρ(x, α, c) for tensors α and c, in the compute dtype (no autograd of its own).
+
+    Generic α: ρ = (b/α)·expm1((α/2)·L). The members where that divides by zero (α ≈ 0, 2, ±∞) are
+    computed with safe stand-in values and then replaced by their closed forms, only where present.
+    """
+    big = torch.finfo(x.dtype).max
+    special = _special_members(alpha)
+    a = torch.where(special, torch.ones_like(alpha), alpha)
+    b = (a - 2).abs()
+    _, log1p_q = _v2_and_log(x, scale, b)
+    rho = torch.expm1(log1p_q * (a / 2)) * (b / a)
+    if bool(special.any()):
+        z = (x / scale).square_().clamp_(max=big)
+        rho = torch.where(alpha.abs() < _ZERO_ALPHA, torch.log1p(z / 2), rho)
+        rho = torch.where(alpha == 2, z / 2, rho)
+        rho = torch.where(alpha == -math.inf, -torch.expm1(-z / 2), rho)
+        rho = torch.where(alpha == math.inf, torch.expm1(z / 2), rho)
+    return rho.clamp_(max=big)
 
 
 def _dpsi_factor(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """xs = x/c and the factor w = (z/b + 1)^{(α−2)/2}, so that ψ = w·xs/c and ψ/x = w/c²."""
-    xs, z, _, log1p_q = _scaled_parts(x, alpha, scale)
-    # (α−2)/2 · L: finite for finite α ≠ 2 (L = 0 at x = 0). The limits: α = 2 gives w = 1,
-    # α = ±∞ gives w = exp(±z/2).
-    generic = torch.where(torch.isfinite(alpha) & (alpha != 2), (alpha - 2) / 2 * log1p_q, torch.zeros_like(z))
-    exponent = torch.where(alpha == -math.inf, -z / 2, generic)
-    exponent = torch.where(alpha == math.inf, z / 2, exponent)
-    return xs, torch.exp(exponent)
+    """xs = x/c and the factor w = (z/b + 1)^{(α−2)/2}, so that ψ = w·xs/c and ψ/x = w/c².
+
+    The limits: α = 2 gives w = 1, α = ±∞ gives w = exp(±z/2). α = 0 needs nothing special here.
+    """
+    big = torch.finfo(x.dtype).max
+    special = (alpha == 2) | torch.isinf(alpha)
+    a = torch.where(special, torch.ones_like(alpha), alpha)
+    _, log1p_q = _v2_and_log(x, scale, (a - 2).abs())
+    w = torch.exp(log1p_q * ((a - 2) / 2))
+    xs = (x / scale).clamp_(-big, big)
+    if bool(special.any()):
+        half_z = (xs * xs).clamp_(max=big) / 2
+        w = torch.where(alpha == 2, torch.ones_like(w), w)
+        w = torch.where(alpha == -math.inf, torch.exp(-half_z), w)
+        w = torch.where(alpha == math.inf, torch.exp(half_z), w)
+    return xs, w
+
+
+def _g_series(t: torch.Tensor) -> torch.Tensor:
+    """G(t) = (t·e^t − e^t + 1)/t² = Σ_{n≥2} (n−1)·t^{n−2}/n!, with the series where |t| < 1e-2."""
+    small = t.abs() < 1e-2
+    safe_t = torch.where(small, torch.ones_like(t), t)
+    direct = (torch.expm1(safe_t) * (safe_t - 1) + safe_t) / (safe_t * safe_t)
+    series = 0.5 + t * (1 / 3 + t * (1 / 8 + t * (1 / 30 + t / 144)))
+    return torch.where(small, series, direct)
 
 
 def _drho_dalpha(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """∂ρ/∂α, computed in float64 (it sums over many elements and is needed only by the adaptive loss).
-
-    With s = sign(α−2), q = z/b, L = log1p(q), t = αL/2 and u = (α−2)L/2:
+    """∂ρ/∂α in x's dtype. With s = sign(α−2), q = z/b, L = log1p(q), t = αL/2 and u = (α−2)L/2:
 
     form A (|α| < 1; no 1/α):   ∂ρ/∂α = −s·[(L²/2)·G(t) − (e^t/2)·(L − q/(1+q))],
                                  G(t) = (t·e^t − e^t + 1)/t² = 1/2 + t/3 + t²/8 + …
-    form B (|α| ≥ 1; no 1/b):   ∂ρ/∂α = [(z+b)·e^u·(L − q/(1+q))/2 + s·expm1(u) − ρ] / α
-                                        = [e^u·((z+b)·((L − q/(1+q))/2 − 1/α) + s) − s + b/α] / α,
-    the second line using ρ = ((z+b)·e^u − b)/α, so that e^u, the only factor that can overflow,
-    appears once and Inf − Inf cannot happen.
+    form B (|α| ≥ 1; no 1/b):   ∂ρ/∂α = [b·e^t·((L − q/(1+q))/2 − 1/α) + s·expm1(u) + b/α] / α.
 
-    The limits α → ±∞ have ∂ρ/∂α → 0. At α = 2 the true value is +∞ (ρ − z/2 ≈ (z/4)·δ·log(z/|δ|),
-    δ = α−2), so it is evaluated at |δ| = 1e-7: large but finite.
+    Form A cancels badly near α = 2 and form B near α = 0, so each is used where the other fails. q is
+    saturated at the dtype's maximum so that no Inf·0 can arise. The limits α → ±∞ have ∂ρ/∂α → 0; at
+    α = 2 the true value is +∞ (ρ − z/2 ≈ (z/4)·δ·log(z/|δ|), δ = α−2), so it is evaluated at
+    δ = −1e-7: large but finite. Only the form(s) that some α needs are computed.
     """
-    x, scale = x.double(), scale.double()
-    alpha = alpha.double()
+    big = torch.finfo(x.dtype).max
     finite = torch.isfinite(alpha)
     a = torch.where(finite, alpha, torch.zeros_like(alpha))
-    near_two = (a - 2).abs() < _ALPHA_GRAD_GAP
-    a = torch.where(near_two, 2 - _ALPHA_GRAD_GAP * torch.ones_like(a), a)
+    a = torch.where((a - 2).abs() < _ALPHA_GRAD_GAP, torch.full_like(a, 2 - _ALPHA_GRAD_GAP), a)
     s = torch.sign(a - 2)
-    _, z, b, log1p_q = _scaled_parts(x, a, scale)
-    q_ratio = 1 - 1 / (1 + z / b)  # q/(1+q), finite for q = ∞
-    inner = log1p_q - q_ratio  # L − q/(1+q) ≥ 0
-
-    t = a * log1p_q / 2
-    small = t.abs() < 1e-4
-    safe_t = torch.where(small, torch.ones_like(t), t)
-    g_t = torch.where(small, 0.5 + t / 3 + t * t / 8, (torch.expm1(safe_t) * (safe_t - 1) + safe_t) / safe_t**2)
-    form_a = -s * (log1p_q**2 / 2 * g_t - torch.exp(t) / 2 * inner)
-
-    u = (a - 2) * log1p_q / 2
-    safe_a = torch.where(a.abs() < 1, torch.ones_like(a), a)
-    bracket = (z + b) * (inner / 2 - 1 / safe_a) + s
-    form_b = (torch.exp(u) * bracket - s + b / safe_a) / safe_a
-
-    grad = torch.where(a.abs() < 1, form_a, form_b)
-    grad = torch.where(finite, grad, torch.zeros_like(grad))
-    return grad
+    b = (a - 2).abs()
+    q, log1p_q = _v2_and_log(x, scale, b)
+    inner = log1p_q - q / (1 + q)  # L − q/(1+q) ≥ 0
+    e_t = torch.exp(log1p_q * (a / 2)).clamp_(max=big)
+    use_a = a.abs() < 1
+    grad = None
+    if bool(use_a.any()):
+        grad = -s * (log1p_q * log1p_q / 2 * _g_series(log1p_q * (a / 2)) - e_t / 2 * inner)
+    if not bool(use_a.all()):
+        a_b = torch.where(use_a, torch.ones_like(a), a)
+        form_b = (b * e_t * (inner / 2 - 1 / a_b) + s * torch.expm1(log1p_q * ((a_b - 2) / 2)) + b / a_b) / a_b
+        grad = form_b if grad is None else torch.where(use_a, grad, form_b)
+    return torch.where(finite, grad, torch.zeros_like(grad))
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -189,17 +194,90 @@ class GeneralLoss(torch.autograd.Function):
         grad_x = grad_alpha = grad_scale = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
             xs, w = _dpsi_factor(xd, ad, cd)
-            dpsi_dxs = _saturate(xs * w)  # f'(xs), ρ = f(x/c)
+            g_dpsi = _saturate(w.mul_(xs).mul_(g))  # g·f'(xs), where ρ = f(x/c)
             if ctx.needs_input_grad[0]:
-                grad_x = _sum_to(_saturate(g * _saturate(dpsi_dxs / cd)), x.shape).to(x.dtype)
+                grad_x = _sum_to(_saturate(g_dpsi / cd), x.shape).to(x.dtype)
             if ctx.needs_input_grad[2]:
                 # ∂ρ/∂c = −f'(xs)·xs/c
-                d_scale = _saturate(-_saturate(dpsi_dxs * xs) / cd)
-                grad_scale = _sum_to(_saturate(g * d_scale), scale.shape).to(scale.dtype)
+                grad_scale = _sum_to(_saturate(g_dpsi.mul_(xs).div_(cd).neg_()), scale.shape).to(scale.dtype)
         if ctx.needs_input_grad[1]:
-            d_alpha = _drho_dalpha(xd, ad, cd).to(dtype)
-            grad_alpha = _sum_to(_saturate(g * _saturate(d_alpha)), alpha.shape).to(alpha.dtype)
+            d_alpha = _saturate(_drho_dalpha(xd, ad, cd).mul_(g))
+            grad_alpha = _sum_to(d_alpha, alpha.shape).to(alpha.dtype)
         return grad_x, grad_alpha, grad_scale
+
+
+def _rho_fixed(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
+    """ρ for a fixed number α and c, in few in-place passes (x float32 or float64).
+
+    v = x/(c·√b) so that v² = z/b never overflows before it must; then ρ = (b/α)·expm1((α/2)·log1p(v²)),
+    or a cheaper exact form for the named members (Charbonnier: v²/(√(v²+1) + 1), no cancellation).
+    """
+    big = torch.finfo(x.dtype).max
+    if a == 2:
+        return torch.mul(x, 1 / c).square_().mul_(0.5).clamp_(max=big)
+    if math.isinf(a):
+        sign = 1.0 if a > 0 else -1.0
+        out = torch.mul(x, 1 / c).square_().mul_(sign * 0.5).expm1_()
+        return out.clamp_(max=big) if a > 0 else out.neg_()
+    b = abs(a - 2)
+    v2 = torch.mul(x, 1 / (c * math.sqrt(b))).square_().clamp_(max=big)
+    if a == 0:
+        return v2.log1p_()
+    if a == 1:  # √(v²+1) − 1 = v²/(√(v²+1) + 1)
+        return v2.div_(v2.add(1).sqrt_().add_(1))
+    if a == -2:  # (b/α)·(1/(v²+1) − 1) = 2v²/(v²+1)
+        return v2.div_(v2.add(1)).mul_(2)
+    out = v2.log1p_().mul_(a / 2).expm1_().mul_(b / a)
+    return out.clamp_(max=big) if a > 0 else out
+
+
+def _one_plus_power_inplace(v2: torch.Tensor, p: float) -> torch.Tensor:
+    """v2 ← (v2 + 1)^p, with cheap exact passes for the exponents of the named losses."""
+    if p == -1:
+        return v2.add_(1).reciprocal_()
+    if p == -0.5:
+        return v2.add_(1).rsqrt_()
+    if p == -2:
+        return v2.add_(1).reciprocal_().square_()
+    return v2.log1p_().mul_(p).exp_()
+
+
+def _psi_fixed(x: torch.Tensor, grad_out: torch.Tensor, a: float, c: float) -> torch.Tensor:
+    """grad_out·ψ(x) for a fixed number α and c: grad_out·(x/c²)·(v² + 1)^{(α−2)/2}, v = x/(c·√b)."""
+    big = torch.finfo(x.dtype).max
+    if a == 2:
+        out = torch.mul(x, grad_out)
+    elif math.isinf(a):
+        sign = 1.0 if a > 0 else -1.0
+        out = torch.mul(x, 1 / c).square_().mul_(sign * 0.5).exp_().mul_(x).mul_(grad_out)
+    else:
+        b = abs(a - 2)
+        out = torch.mul(x, 1 / (c * math.sqrt(b))).square_()
+        out = _one_plus_power_inplace(out, (a - 2) / 2).mul_(x).mul_(grad_out)
+    return out.mul_(1 / (c * c)).nan_to_num_(nan=float("nan"), posinf=big, neginf=-big)
+
+
+class FixedShapeLoss(torch.autograd.Function):
+    """ρ(x, α, c) for numbers α and c (the named losses): differentiable in x only, saves only x.
+
+    The common case in training, so it avoids the generic path's masks: about a dozen in-place passes
+    over the data for forward and backward together.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a: float, c: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.a, ctx.c = a, c
+        xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        out = _rho_fixed(xc, a, c)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        grad = _psi_fixed(xc, grad_out.to(xc.dtype), ctx.a, ctx.c)
+        return grad.to(x.dtype), None, None
 
 
 def rho(x: TensorLike, alpha: TensorLike, scale: TensorLike = 1.0) -> torch.Tensor:
@@ -210,6 +288,10 @@ def rho(x: TensorLike, alpha: TensorLike, scale: TensorLike = 1.0) -> torch.Tens
     """
     x, alpha, scale, _ = _as_tensors(x, alpha, scale)
     _check_scale(scale)
+    fixed = alpha.numel() == 1 and scale.numel() == 1 and not (alpha.requires_grad or scale.requires_grad)
+    if fixed and alpha.dim() <= x.dim() and scale.dim() <= x.dim() and x.dtype != torch.float64:
+        out = FixedShapeLoss.apply(x, float(alpha), float(scale))
+        return out.reshape(torch.broadcast_shapes(x.shape, alpha.shape, scale.shape))
     return GeneralLoss.apply(x, alpha, scale)
 
 
