@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.losses import rho  # noqa: E402
+from core.losses import rho
 
 SHAPE = (256, 3072)
 

@@ -157,7 +157,7 @@ def test_density_integrates_to_one(alpha: float):
     def p(x: float) -> float:
         return float(torch.exp(-nll(torch.tensor(x, dtype=torch.float64), alpha, 0.7)))
 
-    total, err = integrate.quad(p, -np.inf, np.inf, epsabs=1e-12, epsrel=1e-10, limit=500)
+    total, _ = integrate.quad(p, -np.inf, np.inf, epsabs=1e-12, epsrel=1e-10, limit=500)
     assert abs(total - 1) < 1e-5
 
 
@@ -196,7 +196,8 @@ def test_samples_follow_the_density(alpha: float):
 
 
 def test_sample_broadcasts_alpha_and_scale():
-    out = sample(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 10.0]), (5000, 2), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    out = sample(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 10.0]), (5000, 2), generator=gen)
     assert out.shape == (5000, 2)
     iqr = out.quantile(0.75, dim=0) - out.quantile(0.25, dim=0)
     assert iqr[1] / iqr[0] > 3  # the second column has 10× the scale

@@ -128,10 +128,13 @@ def _dpsi_factor(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> t
 def _g_series(t: torch.Tensor) -> torch.Tensor:
     """G(t) = (t·e^t − e^t + 1)/t² = Σ_{n≥2} (n−1)·t^{n−2}/n!, with the series where |t| < 1e-2."""
     small = t.abs() < 1e-2
+    if bool(small.all()):
+        return 0.5 + t * (1 / 3 + t * (1 / 8 + t * (1 / 30 + t / 144)))
     safe_t = torch.where(small, torch.ones_like(t), t)
-    direct = (torch.expm1(safe_t) * (safe_t - 1) + safe_t) / (safe_t * safe_t)
-    series = 0.5 + t * (1 / 3 + t * (1 / 8 + t * (1 / 30 + t / 144)))
-    return torch.where(small, series, direct)
+    direct = torch.expm1(safe_t).mul_(safe_t - 1).add_(safe_t).div_(safe_t * safe_t)
+    if not bool(small.any()):
+        return direct
+    return torch.where(small, 0.5 + t * (1 / 3 + t * (1 / 8 + t * (1 / 30 + t / 144))), direct)
 
 
 def _drho_dalpha(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -153,17 +156,21 @@ def _drho_dalpha(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> t
     s = torch.sign(a - 2)
     b = (a - 2).abs()
     q, log1p_q = _v2_and_log(x, scale, b)
-    inner = log1p_q - q / (1 + q)  # L − q/(1+q) ≥ 0
-    e_t = torch.exp(log1p_q * (a / 2)).clamp_(max=big)
+    inner = q.add(1).reciprocal_().sub_(1).add_(log1p_q)  # L − q/(1+q) = L + 1/(1+q) − 1 ≥ 0
+    e_t = torch.mul(log1p_q, a / 2).exp_().clamp_(max=big)
     use_a = a.abs() < 1
     grad = None
     if bool(use_a.any()):
-        grad = -s * (log1p_q * log1p_q / 2 * _g_series(log1p_q * (a / 2)) - e_t / 2 * inner)
+        t = torch.mul(log1p_q, a / 2)
+        grad = _g_series(t).mul_(log1p_q).mul_(log1p_q).mul_(0.5).sub_(e_t * inner * 0.5).mul_(-s)
     if not bool(use_a.all()):
         a_b = torch.where(use_a, torch.ones_like(a), a)
-        form_b = (b * e_t * (inner / 2 - 1 / a_b) + s * torch.expm1(log1p_q * ((a_b - 2) / 2)) + b / a_b) / a_b
+        form_b = inner.mul_(0.5).sub_(1 / a_b).mul_(e_t).mul_(b)
+        form_b.add_(torch.mul(log1p_q, (a_b - 2) / 2).expm1_().mul_(s)).add_(b / a_b).div_(a_b)
         grad = form_b if grad is None else torch.where(use_a, grad, form_b)
-    return torch.where(finite, grad, torch.zeros_like(grad))
+    if not bool(finite.all()):
+        grad = torch.where(finite, grad, torch.zeros_like(grad))
+    return grad
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
