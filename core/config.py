@@ -1,0 +1,155 @@
+"""The training configuration of a run: defaults, validation, and the fields `config.json` records.
+
+`make_config(**fields)` (or `normalize_config(dict)`) returns a complete, checked dict:
+
+    dataset, loss, loss_alpha, loss_scale, adaptive_alpha_lo, adaptive_alpha_hi, latent_dim, epochs,
+    batch_size, lr, beta, seed, device, compile, study, limit_train,
+    model: {"kind": "conv_vae", "image_shape": [C, H, W], "latent_dim", "width"},
+    split: {"train", "val", "test", "seed", "val_from"}
+
+`core.runs.create_run` adds format, version, run_id and created. Bad values raise `ConfigError` with the
+fix in the message (the Train page can show it as is). The objective trained is
+
+    loss = mean over the batch of [ Σ_pixels ρ(x − x̂) + β · KL(q(z|x) ‖ N(0, I)) ],  x in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from core import datasets
+
+__all__ = ["DEFAULTS", "ConfigError", "make_config", "normalize_config"]
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot be trained; the message says what to change."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "dataset": "digits",
+    "loss": "mse",
+    "loss_alpha": None,  # α for "general", ν for "students_t"
+    "loss_scale": None,  # c; None = the loss's default
+    "adaptive_alpha_lo": 0.0,
+    "adaptive_alpha_hi": 3.0,
+    "latent_dim": 16,
+    "epochs": 20,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "beta": 1.0,
+    "seed": 0,
+    "device": "auto",  # what was asked; status.json records the device used
+    "compile": False,
+    "study": None,  # a study name (issue 7) or None
+    "limit_train": None,  # keep the first N training images
+    "width": 32,  # the VAE's first channel count
+}
+_RUN_KEYS = {"format", "version", "run_id", "created", "model", "split"}
+_ALPHA_LOSSES = ("general", "students_t")
+_UNSCALED_LOSSES = ("mse", "l1")
+
+
+def _int(cfg: dict, key: str, lo: int, hi: int | None = None) -> None:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ConfigError(f"{key} must be {bound}, got {value}")
+    cfg[key] = value
+
+
+def _float(cfg: dict, key: str, *, positive: bool = False, nonneg: bool = False, optional: bool = False) -> None:
+    value = cfg[key]
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ConfigError(f"{key} must be a number, got NaN")
+    if positive and not value > 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+    if nonneg and not value >= 0:
+        raise ConfigError(f"{key} must be ≥ 0, got {value}")
+    cfg[key] = value
+
+
+def _check_loss(cfg: dict, num_dims: int) -> None:
+    from core.losses import LOSSES, make_loss
+
+    name = cfg["loss"]
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if cfg["loss_alpha"] is not None and name not in _ALPHA_LOSSES:
+        hint = " (the adaptive loss learns α: bound it with adaptive_alpha_lo/hi)" if name == "adaptive" else ""
+        raise ConfigError(f"loss_alpha (--loss-alpha) applies only to {' and '.join(_ALPHA_LOSSES)}, "
+                          f"not {name!r}{hint}; drop it or use --loss general")
+    if cfg["loss_scale"] is not None and name in _UNSCALED_LOSSES:
+        raise ConfigError(f"loss_scale (--loss-scale) has no effect on {name!r}; drop it")
+    if name == "general" and cfg["loss_alpha"] is None:
+        raise ConfigError("the general loss needs its α: pass --loss-alpha (e.g. 1.0; 2 = MSE, 0 = Cauchy)")
+    try:
+        make_loss(name, num_dims, alpha=cfg["loss_alpha"], scale=cfg["loss_scale"],
+                  alpha_lo=cfg["adaptive_alpha_lo"], alpha_hi=cfg["adaptive_alpha_hi"])
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"loss {name!r}: {exc}") from exc
+
+
+def normalize_config(config: dict, *, split: dict | None = None) -> dict:
+    """A complete, validated copy of `config` (missing training fields take `DEFAULTS`).
+
+    split: the split sizes actually loaded ({"train", "val", "test"}); default: the registry's sizes.
+    Keys of a run's config.json (format, version, run_id, created) pass through; model and split are
+    recomputed. Unknown keys are refused (a typo would otherwise train with a default silently).
+    """
+    unknown = set(config) - set(DEFAULTS) - _RUN_KEYS
+    if unknown:
+        raise ConfigError(f"unknown configuration field(s): {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(DEFAULTS)}")
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k in DEFAULTS}}
+    if cfg["dataset"] not in datasets.DATASET_NAMES:
+        raise ConfigError(f"unknown dataset {cfg['dataset']!r}; choose one of {', '.join(datasets.DATASET_NAMES)}")
+    _int(cfg, "latent_dim", 1, 4096)
+    _int(cfg, "epochs", 1)
+    _int(cfg, "batch_size", 1)
+    _int(cfg, "seed", 0, 2**31 - 1)
+    _int(cfg, "width", 1, 1024)
+    if cfg["limit_train"] is not None:
+        _int(cfg, "limit_train", 1)
+    _float(cfg, "lr", positive=True)
+    _float(cfg, "beta", nonneg=True)
+    _float(cfg, "loss_alpha", optional=True)
+    _float(cfg, "loss_scale", positive=True, optional=True)
+    _float(cfg, "adaptive_alpha_lo")
+    _float(cfg, "adaptive_alpha_hi")
+    if cfg["device"] not in ("auto", "cpu", "cuda") and not str(cfg["device"]).startswith("cuda:"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg['device']!r}")
+    if not isinstance(cfg["compile"], bool):
+        raise ConfigError(f"compile must be true or false, got {cfg['compile']!r}")
+    if cfg["study"] is not None and not isinstance(cfg["study"], str):
+        raise ConfigError(f"study must be a name or null, got {cfg['study']!r}")
+
+    info = datasets.dataset_info(cfg["dataset"])
+    _check_loss(cfg, info.num_pixels)
+    cfg["model"] = {"kind": "conv_vae", "image_shape": list(info.image_shape), "latent_dim": cfg["latent_dim"],
+                    "width": cfg["width"]}
+    sizes = dict(split) if split is not None else datasets.split_sizes(cfg["dataset"], cfg["limit_train"])
+    if cfg["limit_train"] is not None:
+        sizes["train"] = min(sizes["train"], cfg["limit_train"])
+    cfg["split"] = {"train": int(sizes["train"]), "val": int(sizes["val"]), "test": int(sizes["test"]),
+                    "seed": datasets.SPLIT_SEED, "val_from": "train"}
+    for key in ("format", "version", "run_id", "created"):
+        if key in config:
+            cfg[key] = config[key]
+    return cfg
+
+
+def make_config(**fields: Any) -> dict:
+    """`normalize_config(fields)`: e.g. make_config(dataset="cifar10", loss="cauchy", latent_dim=128)."""
+    return normalize_config(fields)

@@ -1,0 +1,560 @@
+"""The training loop: trains a run's VAE, writing progress, checkpoints and results into its directory.
+
+    data = load_training_data(config, device)      # uint8 tensors on the device, loaded once
+    run = create_run({**config, "split": data.split})
+    result = train(run, data=data)                 # -> TrainResult(state, epoch, global_step, message)
+
+`train(run)` also continues a run that has a checkpoint (`--resume`): it picks up at the exact step it
+was saved at and reproduces the uninterrupted run (bit for bit on a CPU with the same thread count).
+
+How a step works (no DataLoader, no host round trip):
+- the epoch's order is `randperm(n)` from a CPU generator seeded by (seed, epoch); a batch is a slice
+  of it, and the images are gathered by index from the uint8 tensor already on the device;
+- ε for the reparametrisation comes from a generator seeded by (seed, global step), so neither order
+  nor noise depends on how the run was interrupted;
+- loss = (Σ_batch recon_i + β Σ_batch kl_i) / batch size (see core.objective); Adam (fused on CUDA) over
+  the model's and the loss's parameters (the adaptive loss's α and c);
+- on CUDA: bf16 autocast, channels_last, cuDNN autotuning; `compile=True` wraps the objective in
+  `torch.compile`.
+- loss statistics stay on the device and are read every `log_every` steps (one sync), where a NaN/Inf
+  stops the run as "failed" with the reason. Checkpoints are written only after the check passes (and
+  the weights are checked finite), so the last checkpoint is always a good one.
+
+What it writes (core.runs does the writing, atomically):
+- status.json at start, at most every 0.5 s while running, at each epoch end and at the end:
+  state, epoch (completed epochs), epochs, step (global optimiser step), epoch_step, steps_per_epoch,
+  total_steps, pid, host, device, world_size, started, finished, message, eta_s, images_per_s, and at
+  an epoch's end last_epoch (that epoch's validation metrics).
+- history.jsonl: {"kind": "step", "epoch" (in progress), "epoch_step", "step" (global), "epoch_float",
+  "time" (unix s), "elapsed_s", "loss", "recon", "kl", "images_per_s"} every `log_every` steps, and
+  {"kind": "epoch", ... + "val_loss", "val_recon", "val_kl", "active_units", "alpha_mean",
+  "scale_mean", "epoch_s"} per epoch (loss/recon/kl there are the epoch's training means).
+  On resume, records after the checkpoint are dropped, so the history reads as one run.
+- a checkpoint at each epoch end and when stopped by SIGINT/SIGTERM (mid-epoch: the position in the
+  epoch is saved too); model.safetensors holds the VAE and, under `loss.`, the loss's tensors.
+- embeddings.safetensors at the end (validation μ, log σ², labels, images when small).
+
+Data parallel: run under `torchrun --nproc_per_node=N -m core.train ...`; each rank takes every N-th
+image of each global batch (with the matching rows of ε) and scales its loss by N / batch size, so the
+averaged gradient equals the single-process one. Rank 0 does all file I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from core import datasets
+from core.device import resolve_device, tune_backend
+from core.distributed import DistContext
+from core.objective import VAEObjective, build_loss, build_model, encode, evaluate
+from core.runs import Checkpoint, Run, RunFormatError, now_iso
+
+__all__ = [
+    "EMBEDDING_IMAGE_BYTES",
+    "AlreadyFinished",
+    "StepInfo",
+    "StopSignal",
+    "TrainResult",
+    "TrainingData",
+    "build_objective",
+    "epoch_permutation",
+    "load_training_data",
+    "step_noise",
+    "train",
+]
+
+EMBEDDING_IMAGE_BYTES = 16 * 1024 * 1024  # images are saved with the embeddings up to this size
+STATUS_INTERVAL_S = 0.5
+
+
+class AlreadyFinished(Exception):
+    """The run has already trained all its epochs."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data and randomness
+
+
+@dataclass
+class TrainingData:
+    """The training and validation splits, as uint8 tensors on the training device."""
+
+    train: datasets.ImageSet
+    val: datasets.ImageSet
+    split: dict[str, int]  # {"train", "val", "test"} sizes (recorded in config.json)
+
+
+def load_training_data(config: dict, device: str | torch.device = "cpu", root: Any = None) -> TrainingData:
+    """Load the config's dataset once onto `device` (DatasetMissing names the fix if it is absent)."""
+    name, limit = config["dataset"], config.get("limit_train")
+    train_set = datasets.load_split(name, "train", device, limit=limit, root=root)
+    val_set = datasets.load_split(name, "val", device, root=root)
+    split = datasets.found_split_sizes(name, limit, root=root)
+    return TrainingData(train_set, val_set, split)
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64-style), so (seed, epoch) and (seed, step) streams differ."""
+    x = 0x9E3779B97F4A7C15
+    for v in values:
+        x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the n training images in `epoch` (CPU, int64): the same on every device and rank."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, 1, epoch)))
+
+
+def step_noise(seed: int, global_step: int, batch: int, latent_dim: int, device: torch.device) -> torch.Tensor:
+    """ε ~ N(0, I) of shape (batch, latent_dim) for optimiser step `global_step` (1-based)."""
+    gen = torch.Generator(device=device).manual_seed(_mix(seed, 2, global_step))
+    return torch.randn(batch, latent_dim, generator=gen, device=device)
+
+
+def build_objective(config: dict, device: torch.device) -> VAEObjective:
+    """Model + loss from the config, seeded by config["seed"], on `device` (bf16/channels_last on CUDA)."""
+    torch.manual_seed(int(config["seed"]))
+    cuda = device.type == "cuda"
+    objective = VAEObjective(build_model(config), build_loss(config), amp=cuda, channels_last=cuda)
+    objective = objective.to(device)
+    if cuda:
+        objective.model.to(memory_format=torch.channels_last)
+    return objective
+
+
+# ---------------------------------------------------------------------------------------------------
+# Signals
+
+
+class StopSignal:
+    """A stop request, set by SIGINT/SIGTERM (while `installed()`) or by calling `request()`.
+
+    The loop finishes its step, checkpoints and marks the run stopped. A second SIGINT while stopping
+    raises KeyboardInterrupt (to get out of a stuck step)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.reason is not None
+
+    def request(self, reason: str = "stop requested") -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.request(f"stopped by {signal.Signals(signum).name}")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        """Handle SIGINT and SIGTERM in this block (only possible in the main thread; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimiser state <-> safetensors + JSON
+
+
+def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    extra: dict[str, dict] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{key}"] = value
+            else:
+                extra.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "state_extra": extra}
+
+
+def _optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, extra in meta.get("state_extra", {}).items():
+        state.setdefault(int(pid), {}).update(extra)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # Loaded moments are contiguous; give them their parameter's layout (channels_last on CUDA).
+    for p, st in opt.state.items():
+        for key, value in list(st.items()):
+            if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                st[key] = torch.empty_like(p).copy_(value)
+
+
+def _rng_state() -> dict:
+    out = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = base64.b64encode(torch.cuda.get_rng_state().numpy().tobytes()).decode()
+    return out
+
+
+def _set_rng_state(state: dict) -> None:
+    if "cpu" in state:
+        torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["cpu"])), dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["cuda"])), dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainResult:
+    state: str  # "finished" | "stopped" | "failed"
+    epoch: int  # completed epochs
+    global_step: int
+    message: str
+    run: Run | None = None
+
+
+@dataclass
+class StepInfo:
+    """What `on_step` sees after each optimiser step."""
+
+    epoch: int
+    epoch_step: int
+    global_step: int
+    objective: VAEObjective
+    extra: dict = field(default_factory=dict)
+
+
+class _Failure(Exception):
+    """Training produced a non-finite value; the run is marked failed with this message."""
+
+
+def _finite(values: list[float]) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+class _Trainer:
+    def __init__(self, run: Run, data: TrainingData, device: torch.device, ctx: DistContext, compile_: bool,
+                 stop: StopSignal, on_progress: Callable[[dict], None] | None,
+                 on_step: Callable[[StepInfo], None] | None, log_every: int | None, step_delay: float) -> None:
+        self.run, self.cfg, self.data, self.device, self.ctx = run, run.config, data, device, ctx
+        self.stop, self.on_progress, self.on_step, self.step_delay = stop, on_progress, on_step, step_delay
+        cfg = self.cfg
+        self.batch = int(cfg["batch_size"])
+        self.beta = float(cfg["beta"])
+        self.seed = int(cfg["seed"])
+        self.epochs = int(cfg["epochs"])
+        self.latent = int(cfg["latent_dim"])
+        self.n = len(data.train)
+        steps = math.ceil(self.n / self.batch)
+        tail = self.n % self.batch
+        if ctx.enabled and tail and tail < ctx.world_size:
+            steps -= 1  # a last batch smaller than the number of ranks would leave a rank empty
+        if steps < 1:
+            raise ValueError(f"{self.n} training images cannot fill one batch across {ctx.world_size} processes")
+        self.steps = steps
+        self.log_every = log_every or max(1, min(50, steps // 10))
+
+        self.objective = build_objective(cfg, device)
+        params = list(self.objective.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=float(cfg["lr"]), fused=device.type == "cuda")
+        module: nn.Module = self.objective
+        if ctx.enabled:
+            module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[device.index] if device.type == "cuda" else None)
+        if compile_:
+            module = torch.compile(module, dynamic=False)
+        self.module = module
+
+        self.global_step = 0
+        self.saved_step = -1
+        self.epoch_done = 0
+        self.epoch_step = 0
+        self.epoch_acc = [0.0, 0.0, 0.0]  # recon sum, kl sum, images (this epoch, all ranks)
+        self.epoch_time = 0.0  # seconds spent training in the current epoch (before a stop)
+        self.elapsed = 0.0
+        self.last_status = 0.0
+        self.images_per_s: float | None = None
+        self.eta_s: float | None = None
+        self.started = now_iso()
+        self.message = ""
+
+    # -- checkpoint -------------------------------------------------------------------------------
+    def restore(self) -> bool:
+        ckpt = self.run.load_checkpoint()
+        if ckpt is None:
+            return False
+        t = ckpt.trainer
+        model_state = {k: v for k, v in ckpt.model.items() if not k.startswith("loss.")}
+        loss_state = {k[5:]: v for k, v in ckpt.model.items() if k.startswith("loss.")}
+        try:
+            self.objective.model.load_state_dict(model_state)
+            self.objective.loss.load_state_dict(loss_state)
+            _optimizer_from_files(self.optimizer, ckpt.optimizer, t["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise RunFormatError(f"{self.run.path}: the checkpoint does not fit this run's model ({exc})") from exc
+        self.global_step, self.epoch_done, self.epoch_step = t["global_step"], t["epoch"], t["epoch_step"]
+        self.saved_step = self.global_step
+        self.epoch_acc = list(t["epoch_acc"])
+        self.epoch_time = float(t.get("epoch_time_s", 0.0))
+        self.elapsed = float(t.get("elapsed_s", 0.0))
+        _set_rng_state(t.get("rng", {}))
+        if t.get("steps_per_epoch") != self.steps:
+            raise ValueError(f"the checkpoint has {t.get('steps_per_epoch')} steps per epoch, this setup "
+                             f"{self.steps} (a different number of processes?); resume with the same setup")
+        return True
+
+    def checkpoint(self) -> None:
+        if self.saved_step == self.global_step:
+            return
+        self._check_weights()
+        self.saved_step = self.global_step
+        if not self.ctx.is_main:
+            return
+        model = dict(self.objective.model.state_dict())
+        model.update({f"loss.{k}": v for k, v in self.objective.loss.state_dict().items()})
+        opt_tensors, opt_meta = _optimizer_to_files(self.optimizer)
+        trainer = {
+            "global_step": self.global_step, "epoch": self.epoch_done, "epoch_step": self.epoch_step,
+            "steps_per_epoch": self.steps, "epoch_acc": self.epoch_acc, "epoch_time_s": self.epoch_time,
+            "elapsed_s": self.elapsed, "seed": self.seed, "world_size": self.ctx.world_size,
+            "optimizer": opt_meta, "rng": _rng_state(), "saved": now_iso(),
+        }
+        self.run.save_checkpoint(Checkpoint(model, opt_tensors, trainer))
+
+    def _check_weights(self) -> None:
+        with torch.no_grad():
+            bad = [name for name, p in self.objective.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise _Failure(f"parameters became NaN/Inf ({', '.join(bad[:3])}) at step {self.global_step}")
+
+    # -- reporting --------------------------------------------------------------------------------
+    def status(self, state: str, **extra: Any) -> dict:
+        return {
+            "state": state, "epoch": self.epoch_done, "epochs": self.epochs, "step": self.global_step,
+            "epoch_step": self.epoch_step, "steps_per_epoch": self.steps, "total_steps": self.steps * self.epochs,
+            "pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device),
+            "world_size": self.ctx.world_size, "started": self.started, "finished": None,
+            "message": self.message, "eta_s": self.eta_s, "images_per_s": self.images_per_s, **extra,
+        }
+
+    def report(self, state: str = "running", *, force: bool = False, **extra: Any) -> None:
+        if not self.ctx.is_main:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_status < STATUS_INTERVAL_S:
+            return
+        self.last_status = now
+        status = self.status(state, **extra)
+        self.run.write_status(status)
+        if self.on_progress is not None:
+            self.on_progress(status)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        resumed = self.restore()
+        if self.epoch_done >= self.epochs and self.run.has_embeddings:
+            raise AlreadyFinished(f"run {self.run.run_id} has already trained its {self.epochs} epochs")
+        if self.ctx.is_main:
+            gs, ep = self.global_step, self.epoch_done
+            self.run.truncate_history(lambda r: (r.get("kind") == "epoch" and r.get("epoch", 0) <= ep)
+                                      or (r.get("kind") == "step" and r.get("step", 0) <= gs))
+        self.message = (f"resumed at epoch {self.epoch_done + 1}, step {self.epoch_step} of {self.steps}"
+                        if resumed else "")
+        self.report(force=True)
+        try:
+            if self.epoch_done < self.epochs:
+                result = self._epochs()
+                if result is not None:
+                    return result
+            self._finish()
+        except _Failure as exc:
+            kept = (f"the checkpoint of epoch {self.epoch_done} (step {self.saved_step}) is kept"
+                    if self.saved_step >= 0 else "no checkpoint had been written yet")
+            self.message = f"{exc}; {kept}. Lower --lr or change the loss and train a new run"
+            self.report("failed", force=True, finished=now_iso())
+            return TrainResult("failed", self.epoch_done, self.global_step, self.message, self.run)
+        return TrainResult("finished", self.epoch_done, self.global_step, self.message, self.run)
+
+    def _sync_stats(self, acc: torch.Tensor) -> list[float]:
+        stats = self.ctx.all_reduce_sum(acc.clone())
+        return [float(v) for v in stats.tolist()]
+
+    def _stop_agreed(self) -> bool:
+        if not self.ctx.enabled:
+            return self.stop.requested
+        flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.ctx.comm_device())
+        return bool(self.ctx.all_reduce_max(flag).item() > 0)
+
+    def _epochs(self) -> TrainResult | None:
+        images = self.data.train.images
+        rank, world = self.ctx.rank, self.ctx.world_size
+        acc = torch.zeros(2, device=self.device)  # recon, kl sums since the last log point (this rank)
+        window_images = 0
+        for epoch in range(self.epoch_done + 1, self.epochs + 1):
+            perm = epoch_permutation(self.seed, epoch, self.n).to(self.device)
+            t_epoch = time.perf_counter() - self.epoch_time  # a resumed epoch keeps its earlier time
+            for s in range(self.epoch_step, self.steps):
+                idx = perm[s * self.batch : (s + 1) * self.batch]
+                global_batch = idx.numel()
+                eps = step_noise(self.seed, self.global_step + 1, global_batch, self.latent, self.device)
+                if world > 1:
+                    idx, eps = idx[rank::world], eps[rank::world]
+                recon, kl = self.module(images[idx], eps)
+                recon_sum, kl_sum = recon.sum(), kl.sum()
+                loss = (recon_sum + self.beta * kl_sum) * (world / global_batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                acc += torch.stack([recon_sum.detach(), kl_sum.detach()])
+                window_images += global_batch
+                self.global_step += 1
+                self.epoch_step = s + 1
+                if self.on_step is not None:
+                    self.on_step(StepInfo(epoch, self.epoch_step, self.global_step, self.objective))
+                if self.step_delay:
+                    time.sleep(self.step_delay)
+                last = self.epoch_step == self.steps
+                if last or self.epoch_step % self.log_every == 0 or (world == 1 and self.stop.requested):
+                    recon_w, kl_w = self._sync_stats(acc)
+                    acc.zero_()
+                    self.epoch_acc = [self.epoch_acc[0] + recon_w, self.epoch_acc[1] + kl_w,
+                                      self.epoch_acc[2] + window_images]
+                    if not _finite([recon_w, kl_w]):
+                        raise _Failure(f"the loss became {'NaN' if math.isnan(recon_w + kl_w) else 'Inf'} at "
+                                       f"epoch {epoch}, step {self.epoch_step} (global step {self.global_step})")
+                    self.epoch_time = time.perf_counter() - t_epoch
+                    self._log_step(epoch, recon_w, kl_w, window_images)
+                    window_images = 0
+                    if not last and self._stop_agreed():
+                        return self._stopped(epoch)
+            self.epoch_time = time.perf_counter() - t_epoch
+            self._end_epoch(epoch)
+            if epoch < self.epochs and self._stop_agreed():
+                return self._stopped(epoch + 1)
+        return None
+
+    def _log_step(self, epoch: int, recon_w: float, kl_w: float, window_images: int) -> None:
+        seconds = max(1e-9, self.epoch_time)
+        self.images_per_s = self.epoch_acc[2] / seconds
+        self.eta_s = (self.steps * self.epochs - self.global_step) * seconds / max(1, self.epoch_step)
+        if not self.ctx.is_main:
+            return
+        n = max(1, window_images)
+        self.run.append_history({
+            "kind": "step", "epoch": epoch, "epoch_step": self.epoch_step, "step": self.global_step,
+            "epoch_float": (epoch - 1) + self.epoch_step / self.steps, "time": time.time(),
+            "elapsed_s": self.elapsed + self.epoch_time, "loss": (recon_w + self.beta * kl_w) / n,
+            "recon": recon_w / n, "kl": kl_w / n, "images_per_s": self.images_per_s,
+        })
+        self.report()
+
+    def _end_epoch(self, epoch: int) -> None:
+        recon, kl, count = self.epoch_acc
+        count = max(1.0, count)
+        failed = torch.zeros(1, device=self.ctx.comm_device() if self.ctx.enabled else "cpu")
+        metrics: dict = {}
+        if self.ctx.is_main:
+            metrics = evaluate(self.objective, self.data.val.images, self.beta)
+            if not _finite([metrics["val_loss"]]):
+                failed += 1
+        if self.ctx.enabled:
+            self.ctx.all_reduce_max(failed)
+        if failed.item() > 0:
+            raise _Failure(f"the validation loss became NaN/Inf at the end of epoch {epoch}")
+        self.elapsed += self.epoch_time
+        epoch_s = self.epoch_time
+        self.epoch_done, self.epoch_step, self.epoch_acc, self.epoch_time = epoch, 0, [0.0, 0.0, 0.0], 0.0
+        self.checkpoint()
+        if self.ctx.is_main:
+            self.run.append_history({
+                "kind": "epoch", "epoch": epoch, "epoch_step": self.steps, "step": self.global_step,
+                "epoch_float": float(epoch), "time": time.time(), "elapsed_s": self.elapsed,
+                "loss": (recon + self.beta * kl) / count, "recon": recon / count, "kl": kl / count,
+                "images_per_s": self.images_per_s, "epoch_s": epoch_s, **metrics,
+            })
+        self.message = f"epoch {epoch}/{self.epochs} done"
+        self.report(force=True, last_epoch=metrics or None)
+        self.ctx.barrier()
+
+    def _stopped(self, epoch: int) -> TrainResult:
+        self.checkpoint()  # raises _Failure (caught in fit) if the weights went bad since the last check
+        where = f"epoch {epoch}, step {self.epoch_step} of {self.steps}"
+        self.message = (f"{self.stop.reason or 'stopped'} at {where}; continue with "
+                        f"python -m core.train --resume {self.run.path}")
+        self.report("stopped", force=True, finished=now_iso())
+        self.ctx.barrier()
+        return TrainResult("stopped", self.epoch_done, self.global_step, self.message, self.run)
+
+    def _finish(self) -> None:
+        if self.ctx.is_main:
+            val = self.data.val
+            mu, logvar = encode(self.objective.model, val.images)
+            tensors = {"mu": mu, "logvar": logvar, "labels": val.labels.cpu(),
+                       "index": torch.arange(len(val), dtype=torch.int64), "source_index": val.index.cpu()}
+            if val.images.numel() <= EMBEDDING_IMAGE_BYTES:
+                tensors["images"] = val.images.cpu()
+            self.run.save_embeddings(tensors)
+            last = self.run.history("epoch")
+            tail = f"; val loss {last[-1]['val_loss']:.4g}, {last[-1]['active_units']} active units" if last else ""
+            self.message = f"finished {self.epochs} epochs{tail}"
+            self.eta_s = 0.0
+            self.report("finished", force=True, finished=now_iso())
+        self.ctx.barrier()
+
+
+def train(run: Run, *, data: TrainingData | None = None, device: str | torch.device | None = None,
+          compile: bool | None = None, dist_ctx: DistContext | None = None, stop: StopSignal | None = None,
+          on_progress: Callable[[dict], None] | None = None, on_step: Callable[[StepInfo], None] | None = None,
+          log_every: int | None = None, step_delay: float = 0.0) -> TrainResult:
+    """Train `run` (continuing from its checkpoint if it has one) and return how it ended.
+
+    data: preloaded splits (else loaded here from the config). device: default the config's ("auto").
+    compile: default the config's. stop: a StopSignal (install its handlers to react to SIGINT/SIGTERM).
+    on_progress(status) is called whenever status.json is written; on_step(StepInfo) after every step.
+    log_every: steps between history lines and NaN checks (default ~10 per epoch, at most 50).
+    step_delay: seconds to sleep after each step (to watch or interrupt a tiny run).
+    Raises RunLocked if another process trains the run, AlreadyFinished, DatasetMissing, DeviceError.
+    """
+    ctx = dist_ctx or DistContext()
+    cfg = run.config
+    dev = resolve_device(device or cfg.get("device", "auto"), ctx.local_rank if ctx.enabled else None)
+    ctx.init(dev)
+    tune_backend(dev)
+    if data is None:
+        data = load_training_data(cfg, dev)
+    else:
+        data = TrainingData(data.train.to(dev), data.val.to(dev), data.split)
+    expected = cfg["split"]
+    if len(data.train) != expected["train"] or len(data.val) != expected["val"]:
+        raise ValueError(f"the dataset now gives {len(data.train)} training and {len(data.val)} validation "
+                         f"images, the run was made with {expected['train']} and {expected['val']}: the data "
+                         f"files changed; train a new run")
+    stop = stop or StopSignal()
+    use_compile = bool(cfg.get("compile", False)) if compile is None else compile
+    lock = run.lock() if ctx.is_main else contextlib.nullcontext()
+    with lock:
+        trainer = _Trainer(run, data, dev, ctx, use_compile, stop, on_progress, on_step, log_every, step_delay)
+        return trainer.fit()

@@ -1,0 +1,615 @@
+"""The run store: one directory per training run (docs/RUN_FORMAT.md). The only code that touches one.
+
+Roots: `runs_root()` (`$ROBUST_LOSS_LAB_RUNS`, else `<repo>/runs`: the user's) and `checkpoints_root()`
+(`<repo>/checkpoints`: shipped with the app, read-only there; `Run.shipped` tells).
+
+    create_run(config, root=None) -> Run     validate (core.config), make <root>/<run_id>/, write
+                                             config.json and status.json {"state": "created"}
+    open_run(path) -> Run                    RunFormatError for a foreign or malformed directory
+    list_runs(roots=None) -> list[RunInfo]   newest first; foreign folders skipped, broken runs listed
+                                             with `error` set
+    delete_run(path, allow_shipped=False)    refuses non-runs, shipped runs and runs being trained
+
+Run: `.path`, `.run_id`, `.config`, `.shipped`, `.status()`, `.history()`, `.embeddings()`,
+`.load_model()`, `.load_loss()`, `.lock()`; writers used by the training engine: `write_status`,
+`append_history`, `truncate_history`, `save_checkpoint`/`load_checkpoint`, `save_embeddings`; caches for
+issues 5 and 7: `save_projection`/`load_projection`, `save_probes`/`probes`.
+
+Every write goes to a temporary name in the same directory and is renamed over the target (`os.replace`
+is atomic), so a reader sees the old file or the new one, never half of one. Nothing is pickled; tensors
+are safetensors. The lock is `fcntl.flock` on `<run>/.lock`: the kernel drops it when the process dies,
+so a crash never leaves a run stuck; a run whose status says "running" while nobody holds the lock reads
+as "interrupted".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Checkpoint",
+    "Run",
+    "RunFormatError",
+    "RunInfo",
+    "RunLocked",
+    "append_jsonl",
+    "checkpoints_root",
+    "create_run",
+    "delete_run",
+    "list_runs",
+    "new_run_id",
+    "now_iso",
+    "open_run",
+    "read_jsonl",
+    "runs_root",
+    "write_json_atomic",
+    "write_safetensors_atomic",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+FORMAT = "robust-loss-lab/run"
+VERSION = 1
+STATES = ("created", "running", "finished", "stopped", "failed")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RunFormatError(Exception):
+    """A directory that is not a run of this format, or a run file that is damaged."""
+
+
+class RunLocked(Exception):
+    """Another process is training into this run."""
+
+
+def runs_root() -> Path:
+    """Where the user's runs live: `$ROBUST_LOSS_LAB_RUNS`, else `<repo>/runs`."""
+    env = os.environ.get("ROBUST_LOSS_LAB_RUNS")
+    return Path(env).expanduser() if env else REPO / "runs"
+
+
+def checkpoints_root() -> Path:
+    """Runs shipped with the app: `<repo>/checkpoints` (`$ROBUST_LOSS_LAB_CHECKPOINTS` overrides it)."""
+    env = os.environ.get("ROBUST_LOSS_LAB_CHECKPOINTS")
+    return Path(env).expanduser() if env else REPO / "checkpoints"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Atomic file helpers
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it over `path` if the block succeeds.
+    durable: fsync before the rename (checkpoints); status updates skip it (they are rewritten often)."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; runs are shared and shipped
+        if durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
+    """Write `obj` as JSON to `path` atomically (temporary file + rename)."""
+    text = json.dumps(obj, indent=1, allow_nan=False, default=_json_default)
+    with _atomic(Path(path), durable) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+
+
+def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+                             ) -> None:
+    """Write tensors (moved to CPU, made contiguous) to a safetensors file atomically."""
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with _atomic(Path(path)) as tmp:
+        save_file(clean, str(tmp), metadata=metadata)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(record: dict) -> dict:
+    """JSON has no NaN/Infinity: write them as null (and keep the lines parseable everywhere)."""
+    return {k: (None if isinstance(v, float) and not (v == v and abs(v) != float("inf")) else v)
+            for k, v in record.items()}
+
+
+def append_jsonl(path: Path, records: dict | Iterable[dict]) -> None:
+    """Append one JSON line per record. A crash may leave a torn last line; `read_jsonl` skips it."""
+    if isinstance(records, dict):
+        records = [records]
+    text = "".join(json.dumps(_finite(r), allow_nan=False, default=_json_default) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; [] if absent; lines that do not parse (a torn write) skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFormatError(f"{path} is not valid JSON ({exc})") from exc
+
+
+def new_run_id(config: dict) -> str:
+    """`<UTC time>-<dataset>-<loss>-z<latent>-<4 hex>`: sorts by time, says what it is, never collides."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{config['dataset']}-{config['loss']}-z{config['latent_dim']}-{secrets.token_hex(2)}"
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds: model (and `loss.`) tensors, optimiser tensors, trainer state (JSON)."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    trainer: dict[str, Any]
+
+
+class Run:
+    """An opened run directory. Construct with `open_run(path)` or `create_run(config)`."""
+
+    CONFIG = "config.json"
+    STATUS = "status.json"
+    HISTORY = "history.jsonl"
+    MODEL = "model.safetensors"
+    OPTIMIZER = "optimizer.safetensors"
+    TRAINER = "trainer_state.json"
+    EMBEDDINGS = "embeddings.safetensors"
+    PROBES = "probes.json"
+    LOCK = ".lock"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_dir():
+            raise RunFormatError(f"{self.path} is not a directory, so not a run")
+        config_path = self.path / self.CONFIG
+        try:
+            config = _read_json(config_path)
+        except FileNotFoundError:
+            raise RunFormatError(f"{self.path} is not a run: it has no {self.CONFIG} (a run directory is made "
+                                 f"by `python -m core.train`; see docs/RUN_FORMAT.md)") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise RunFormatError(f"{config_path} is not a robust-loss-lab run config (its \"format\" should be "
+                                 f"{FORMAT!r}); this directory belongs to something else")
+        if config.get("version") != VERSION:
+            raise RunFormatError(f"{config_path} has format version {config.get('version')!r}; this code reads "
+                                 f"version {VERSION}: update the app or retrain the run")
+        missing = [k for k in ("run_id", "dataset", "loss", "latent_dim", "model", "split") if k not in config]
+        if missing:
+            raise RunFormatError(f"{config_path} lacks {', '.join(missing)}; the run is damaged")
+        self.config: dict = config
+        self.run_id: str = str(config["run_id"])
+        self.shipped: bool = _is_under(self.path, checkpoints_root())
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # -- status and history ------------------------------------------------------------------------
+    def status(self) -> dict:
+        """status.json, with state "interrupted" when it says running but no process holds the lock."""
+        try:
+            status = _read_json(self.path / self.STATUS)
+        except FileNotFoundError:
+            status = {"state": "created"}
+        if not isinstance(status, dict):
+            raise RunFormatError(f"{self.path / self.STATUS} is not a JSON object")
+        if status.get("state") == "running" and not self.is_locked():
+            status = {**status, "state": "interrupted",
+                      "message": f"the training process (pid {status.get('pid')}) is gone; continue with "
+                                 f"python -m core.train --resume {self.path}"}
+        return status
+
+    def write_status(self, status: dict) -> None:
+        """Replace status.json (atomically); `updated` is stamped here."""
+        write_json_atomic(self.path / self.STATUS, _finite({**status, "updated": now_iso()}), durable=False)
+
+    def history(self, kind: str | None = None) -> list[dict]:
+        """history.jsonl's records (kind "step" or "epoch" to filter)."""
+        records = read_jsonl(self.path / self.HISTORY)
+        return records if kind is None else [r for r in records if r.get("kind") == kind]
+
+    def append_history(self, records: dict | Iterable[dict]) -> None:
+        append_jsonl(self.path / self.HISTORY, records)
+
+    def truncate_history(self, keep: Callable[[dict], bool]) -> None:
+        """Rewrite history keeping the records `keep` accepts (resume drops what came after its checkpoint)."""
+        kept = [r for r in self.history() if keep(r)]
+        text = "".join(json.dumps(_finite(r), allow_nan=False) + "\n" for r in kept)
+        with _atomic(self.path / self.HISTORY) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / self.TRAINER).is_file()
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Write weights, optimiser and trainer state. trainer_state.json goes last: it commits the set,
+        and the global step stamped in all three lets `load_checkpoint` detect a torn set."""
+        stamp = {"global_step": str(checkpoint.trainer["global_step"])}
+        write_safetensors_atomic(self.path / self.OPTIMIZER, checkpoint.optimizer, stamp)
+        write_safetensors_atomic(self.path / self.MODEL, checkpoint.model, {**stamp, "format": FORMAT})
+        write_json_atomic(self.path / self.TRAINER, checkpoint.trainer)
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        """The last checkpoint, or None if the run has none. RunFormatError if its files disagree."""
+        try:
+            trainer = _read_json(self.path / self.TRAINER)
+        except FileNotFoundError:
+            return None
+        step = str(trainer.get("global_step"))
+        tensors = {}
+        for name in (self.MODEL, self.OPTIMIZER):
+            file = self.path / name
+            meta = self._metadata(file)
+            if meta.get("global_step") != step:
+                raise RunFormatError(f"{file} is from step {meta.get('global_step')} but {self.TRAINER} from step "
+                                     f"{step}: the checkpoint is torn (a crash while saving?); start a new run")
+            tensors[name] = self._load_tensors(file)
+        return Checkpoint(tensors[self.MODEL], tensors[self.OPTIMIZER], trainer)
+
+    @staticmethod
+    def _metadata(file: Path) -> dict:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                return fh.metadata() or {}
+        except FileNotFoundError:
+            raise RunFormatError(f"{file} is missing; the run's checkpoint is incomplete") from None
+        except (SafetensorError, OSError) as exc:
+            raise RunFormatError(f"{file} is not a readable safetensors file ({exc})") from exc
+
+    @staticmethod
+    def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+        try:
+            return load_file(str(file), device="cpu")
+        except FileNotFoundError:
+            raise RunFormatError(f"{file} is missing") from None
+        except (SafetensorError, OSError) as exc:
+            raise RunFormatError(f"{file} is not a readable safetensors file ({exc})") from exc
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        """model.safetensors as saved: the VAE's weights, and the loss's under `loss.`."""
+        if not (self.path / self.MODEL).is_file():
+            raise RunFormatError(f"run {self.run_id} has no weights yet ({self.MODEL} is written at each epoch end)")
+        return self._load_tensors(self.path / self.MODEL)
+
+    def load_model(self) -> torch.nn.Module:
+        """The VAE with the run's weights, on the CPU, in eval mode."""
+        from core.objective import build_model
+
+        model = build_model(self.config)
+        state = {k: v for k, v in self.model_tensors().items() if not k.startswith("loss.")}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RunFormatError(f"{self.path / self.MODEL} does not fit the model in config.json: {exc}") from exc
+        return model.eval()
+
+    def load_loss(self) -> torch.nn.Module:
+        """The run's reconstruction loss module, with its learned parameters (adaptive) restored."""
+        from core.objective import build_loss
+
+        loss = build_loss(self.config)
+        state = {k[5:]: v for k, v in self.model_tensors().items() if k.startswith("loss.")}
+        try:
+            loss.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RunFormatError(f"{self.path / self.MODEL}: the loss's saved parameters do not fit: {exc}") from exc
+        return loss.eval()
+
+    # -- embeddings, projections, probes ---------------------------------------------------------------
+    @property
+    def has_embeddings(self) -> bool:
+        return (self.path / self.EMBEDDINGS).is_file()
+
+    def embeddings(self) -> dict[str, torch.Tensor]:
+        """The validation set's mu (n, d), logvar (n, d), labels (n,), index (n,), source_index (n,) and,
+        when small, images (n, C, H, W) uint8. Written when training finishes."""
+        if not self.has_embeddings:
+            raise RunFormatError(f"run {self.run_id} has no embeddings yet (state {self.status().get('state')!r}); "
+                                 f"they are written when training finishes")
+        return self._load_tensors(self.path / self.EMBEDDINGS)
+
+    def save_embeddings(self, tensors: dict[str, torch.Tensor]) -> None:
+        write_safetensors_atomic(self.path / self.EMBEDDINGS, tensors, {"format": FORMAT})
+
+    @property
+    def projections_dir(self) -> Path:
+        """Where cached projections go: the run's `projections/`; for a shipped (read-only) run, a folder
+        under the user's runs root (`<runs_root>/.shipped-cache/<run_id>/projections`)."""
+        if self.shipped:
+            return runs_root() / ".shipped-cache" / self.run_id / "projections"
+        return self.path / "projections"
+
+    def _projection_file(self, method: str, key: str) -> Path:
+        for part in (method, key):
+            if not _NAME.match(part):
+                raise ValueError(f"projection method/key {part!r} must be letters, digits, '.', '_' or '-'")
+        return self.projections_dir / f"{method}-{key}.safetensors"
+
+    def save_projection(self, method: str, key: str, tensors: dict[str, torch.Tensor],
+                        metadata: dict[str, str] | None = None) -> Path:
+        file = self._projection_file(method, key)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_safetensors_atomic(file, tensors, metadata)
+        return file
+
+    def load_projection(self, method: str, key: str) -> dict[str, torch.Tensor] | None:
+        """A cached projection, or None when there is none (or it is unreadable: recompute it)."""
+        file = self._projection_file(method, key)
+        if not file.is_file():
+            return None
+        try:
+            return load_file(str(file), device="cpu")
+        except (SafetensorError, OSError):
+            return None
+
+    def probes(self) -> dict | None:
+        try:
+            data = _read_json(self.path / self.PROBES)
+        except FileNotFoundError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def save_probes(self, results: dict) -> None:
+        write_json_atomic(self.path / self.PROBES, results)
+
+    # -- the lock ----------------------------------------------------------------------------------
+    def is_locked(self) -> bool:
+        """True while a process holds the run's lock (trains into it)."""
+        try:
+            fd = os.open(self.path / self.LOCK, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except PermissionError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def lock(self, wait_s: float = 1.0) -> Iterator[None]:
+        """Hold the run's exclusive lock for the block; RunLocked if another process holds it.
+
+        `fcntl.flock`: the kernel releases it when this process exits, however it exits. `wait_s`
+        rides out a reader's momentary shared lock (`is_locked`)."""
+        if self.shipped:
+            raise RunFormatError(f"{self.path} is a shipped run (under checkpoints/), read-only; train a new run")
+        fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        owner = self._lock_owner()
+                        raise RunLocked(f"run {self.run_id} is being trained by another process{owner}; stop "
+                                        f"that process (or wait for it) before training into {self.path}") from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode())
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _lock_owner(self) -> str:
+        try:
+            text = (self.path / self.LOCK).read_text().strip()
+        except OSError:
+            return ""
+        return f" (pid {text})" if text else ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The store
+
+
+@dataclass
+class RunInfo:
+    """A run as `list_runs` sees it. `error` is set (and config/status may be None) for a damaged run."""
+
+    path: Path
+    run_id: str
+    shipped: bool
+    config: dict | None
+    status: dict | None
+    error: str | None = None
+
+    @property
+    def state(self) -> str:
+        return (self.status or {}).get("state", "broken" if self.error else "created")
+
+    @property
+    def created(self) -> str:
+        return str((self.config or {}).get("created", ""))
+
+    @property
+    def dataset(self) -> str | None:
+        return (self.config or {}).get("dataset")
+
+    @property
+    def loss(self) -> str | None:
+        return (self.config or {}).get("loss")
+
+    @property
+    def latent_dim(self) -> int | None:
+        return (self.config or {}).get("latent_dim")
+
+    def open(self) -> Run:
+        return open_run(self.path)
+
+
+def open_run(path: str | Path) -> Run:
+    """Open an existing run; RunFormatError (with what is wrong) for anything else."""
+    return Run(path)
+
+
+def create_run(config: dict, root: str | Path | None = None) -> Run:
+    """Make a new run directory under `root` (default `runs_root()`) from a training config.
+
+    The config is validated and completed by `core.config.normalize_config`; `run_id` may be given in it
+    (letters, digits, '.', '_', '-'), else one is made. The directory must not exist yet.
+    """
+    from core.config import normalize_config
+
+    split = config.get("split")
+    cfg = normalize_config({k: v for k, v in config.items() if k not in ("format", "version", "created")},
+                           split=split if isinstance(split, dict) else None)
+    run_id = config.get("run_id") or new_run_id(cfg)
+    if not _ID.match(str(run_id)):
+        raise ValueError(f"run id {run_id!r} must start with a letter or digit and hold only letters, digits, "
+                         f"'.', '_' or '-' (at most 128)")
+    root = Path(root).expanduser() if root is not None else runs_root()
+    if _is_under(root, checkpoints_root()):
+        raise ValueError(f"{root} is the shipped checkpoints folder; train into runs/ and copy the run there")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / str(run_id)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; pick another --run-id or continue it with --resume {path}")
+    cfg = {"format": FORMAT, "version": VERSION, "run_id": str(run_id), "created": now_iso(), **cfg}
+    # Built under a hidden name and renamed into place, so a run directory never shows without its
+    # config.json (list_runs skips hidden folders).
+    staging = root / f".creating-{run_id}-{secrets.token_hex(3)}"
+    staging.mkdir()
+    try:
+        write_json_atomic(staging / Run.CONFIG, cfg)
+        status = {"state": "created", "epoch": 0, "epochs": cfg["epochs"], "step": 0, "steps_per_epoch": None,
+                  "pid": None, "host": None, "started": None, "finished": None, "message": "", "eta_s": None,
+                  "images_per_s": None, "updated": now_iso()}
+        write_json_atomic(staging / Run.STATUS, status, durable=False)
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; pick another --run-id")
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Run(path)
+
+
+def list_runs(roots: Iterable[str | Path] | None = None) -> list[RunInfo]:
+    """Runs under `roots` (default: runs_root() and checkpoints_root()), newest first.
+
+    Folders without a config.json (or hidden ones) are not runs and are skipped; a folder whose
+    config.json is malformed is listed with `error` set so the app can say so.
+    """
+    roots = [runs_root(), checkpoints_root()] if roots is None else [Path(r) for r in roots]
+    out: list[RunInfo] = []
+    for root in roots:
+        try:
+            children = sorted(Path(root).expanduser().iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for child in children:
+            if child.name.startswith(".") or not child.is_dir() or not (child / Run.CONFIG).exists():
+                continue
+            try:
+                run = Run(child)
+                out.append(RunInfo(run.path, run.run_id, run.shipped, run.config, run.status()))
+            except (RunFormatError, OSError) as exc:
+                out.append(RunInfo(child.resolve(), child.name, _is_under(child, checkpoints_root()), None, None,
+                                   str(exc)))
+    out.sort(key=lambda r: (r.created, r.run_id), reverse=True)
+    return out
+
+
+def delete_run(path: str | Path, *, allow_shipped: bool = False) -> None:
+    """Delete a run directory. Refuses a non-run (RunFormatError), a shipped run unless allow_shipped,
+    and a run a process is training into (RunLocked)."""
+    run = open_run(path)
+    if run.shipped and not allow_shipped:
+        raise PermissionError(f"{run.path} is a shipped run (under checkpoints/); it is not deleted from the app")
+    if run.is_locked():
+        raise RunLocked(f"run {run.run_id} is being trained; stop it before deleting {run.path}")
+    # Rename first so a half-deleted run never lists as a (broken) run.
+    doomed = run.path.with_name(f".deleting-{run.path.name}-{secrets.token_hex(2)}")
+    os.replace(run.path, doomed)
+    shutil.rmtree(doomed)
