@@ -1,0 +1,407 @@
+"""Probes: how much class information a run's latent space holds, measured by classifiers trained on it.
+
+Every probe is fitted on the latents of the dataset's TRAIN split and scored on its TEST split, never on
+the images it was fitted on (a probe scored on its own training images reports memorisation, which is
+how a VAE-latent probe on CIFAR-10 can seem to reach 0.78; shared/notes/facts.md). The splits are the
+fixed ones of `core.datasets`; when both come from the same official file (digits) their positions are
+checked disjoint, and test images byte-identical to a probe-training image are counted and reported.
+
+Three probes, each reporting test accuracy and cross-entropy (mean −log p(y | x), in nats):
+
+- MLP (seed 000's classifier): an `MLPClassifier` (one hidden layer) on reparametrised samples
+  z = μ + σ·ε, ε ~ N(0, I), drawn afresh every epoch; scored on one seeded sample per test image.
+  Repeated over several seeds (initialisation, batch order, ε), mean and standard deviation reported.
+- linear: multinomial logistic regression on μ (standardised with the probe-training statistics),
+  fitted by L-BFGS with an L2 penalty λ·‖W‖²; convex, so one deterministic fit.
+- k-NN: cosine similarity s(x, x') = x·x' / (‖x‖‖x'‖) on μ; the k most similar training points vote
+  with weights exp(s/τ); p(c | x) = (1 − η)·Σ_{j: y_j = c} w_j / Σ_j w_j + η/C, where the small η keeps
+  the cross-entropy finite when the vote is unanimous and wrong. Several k.
+
+    results = probe_run(run)            # computes (encodes the splits with the run's model) or reuses
+    results = run.probes()              # what was saved: {"settings", "split", "probes", ...}
+
+Results are saved with the run (`Run.save_probes`, probes.json) and reused while the settings and the
+run's weights (its final step) are unchanged. `python -m core.probes RUN_DIR ...` probes from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from models.classifier import MLPClassifier
+
+__all__ = [
+    "PROBE_VERSION",
+    "LatentSet",
+    "ProbeSettings",
+    "encode_split",
+    "knn_probe",
+    "linear_probe",
+    "mlp_probe",
+    "probe_latents",
+    "probe_run",
+    "summary",
+]
+
+PROBE_VERSION = 1  # bump when a probe's method changes, so saved results are recomputed
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the probes are fitted. Part of probes.json: results are reused only for equal settings."""
+
+    probe_train: int | None = 10000  # first N images of the train split (a random, class-balanced prefix)
+    probe_test: int | None = None  # first N images of the test split; None: all of it
+    seeds: tuple[int, ...] = (0, 1, 2)  # MLP probe seeds
+    hidden: tuple[int, ...] = (256,)  # MLP hidden sizes
+    mlp_epochs: int = 30
+    mlp_batch: int = 256
+    mlp_lr: float = 1e-3
+    mlp_weight_decay: float = 1e-4
+    linear_l2: float = 1e-4  # λ in mean CE + λ‖W‖²
+    linear_max_iter: int = 200
+    ks: tuple[int, ...] = (1, 5, 20, 100)
+    knn_tau: float = 0.1
+    knn_eta: float = 1e-3
+    version: int = PROBE_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("probe_train", "probe_test"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                raise ValueError(f"{name} must be at least 2 images (or None for the whole split), got {value}")
+        if not self.seeds:
+            raise ValueError("the MLP probe needs at least one seed (e.g. seeds=(0, 1, 2))")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"k-NN needs k ≥ 1, got ks={self.ks}")
+        if self.mlp_epochs < 1 or self.mlp_batch < 1:
+            raise ValueError("mlp_epochs and mlp_batch must be at least 1")
+        if not self.knn_tau > 0 or not 0 < self.knn_eta < 1:
+            raise ValueError(f"need knn_tau > 0 and 0 < knn_eta < 1, got {self.knn_tau}, {self.knn_eta}")
+
+    def to_json(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ProbeSettings:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in known.items()})
+
+
+@dataclass
+class LatentSet:
+    """Latents of one split: μ and log σ² (n, d) float32, labels (n,) int64, and where the images came from:
+    `index` (n,) = positions in the official `source` file ("train" or "test"), `digests` = one hash per
+    image (to count byte-identical images across splits), split name and dataset."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    labels: torch.Tensor
+    split: str = ""
+    source: str = ""
+    index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    digests: list[str] = field(default_factory=list)
+    dataset: str = ""
+
+    def __post_init__(self) -> None:
+        n = self.mu.shape[0]
+        if self.mu.ndim != 2 or self.logvar.shape != self.mu.shape or self.labels.shape != (n,):
+            raise ValueError(f"LatentSet needs mu and logvar (n, d) and labels (n,); got {tuple(self.mu.shape)}, "
+                             f"{tuple(self.logvar.shape)}, {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.mu.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The probes (tensors in, numbers out)
+
+
+def _standardiser(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = train.mean(dim=0)
+    std = train.std(dim=0).clamp_min(1e-6) if train.shape[0] > 1 else torch.ones_like(mean)
+    return mean, std
+
+
+def _scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy and mean cross-entropy (nats) of logits against labels."""
+    return {"accuracy": float((logits.argmax(dim=1) == labels).float().mean().item()),
+            "cross_entropy": float(F.cross_entropy(logits, labels).item())}
+
+
+def _num_classes(train: LatentSet, test: LatentSet, num_classes: int | None) -> int:
+    seen = int(max(train.labels.max().item(), test.labels.max().item() if len(test) else 0)) + 1
+    classes = num_classes or seen
+    if classes < 2 or seen > classes:
+        raise ValueError(f"labels run to {seen - 1}, which does not fit {classes} classes")
+    return classes
+
+
+def mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
+              settings: ProbeSettings | None = None) -> dict:
+    """Seed 000's probe: an MLP on z = μ + σ·ε (ε redrawn each epoch), scored on one seeded z per test image.
+
+    Inputs are standardised by the mean and std of the training μ. Returns mean and std over
+    `settings.seeds` of test accuracy and cross-entropy, and the per-seed values."""
+    s = settings or ProbeSettings()
+    classes = _num_classes(train, test, num_classes)
+    mean, std = _standardiser(train.mu)
+    train_sigma, test_sigma = torch.exp(0.5 * train.logvar), torch.exp(0.5 * test.logvar)
+    n = len(train)
+    per_seed = []
+    for seed in s.seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        torch.manual_seed(int(seed))  # the classifier's initialisation
+        model = MLPClassifier(train.mu.shape[1], classes, s.hidden)
+        opt = torch.optim.AdamW(model.parameters(), lr=s.mlp_lr, weight_decay=s.mlp_weight_decay)
+        model.train()
+        for _ in range(s.mlp_epochs):
+            z = train.mu + train_sigma * torch.randn(train.mu.shape, generator=gen)
+            z = (z - mean) / std
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, s.mlp_batch):
+                idx = order[start : start + s.mlp_batch]
+                loss = F.cross_entropy(model(z[idx]), train.labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.eval()
+        with torch.no_grad():
+            z_test = test.mu + test_sigma * torch.randn(test.mu.shape, generator=gen)
+            per_seed.append({"seed": int(seed), **_scores(model((z_test - mean) / std), test.labels)})
+    return {"features": "z = mu + sigma * eps", "hidden": list(s.hidden), "epochs": s.mlp_epochs,
+            "batch": s.mlp_batch, "lr": s.mlp_lr, "weight_decay": s.mlp_weight_decay, **_over_seeds(per_seed)}
+
+
+def _over_seeds(per_seed: list[dict]) -> dict:
+    out: dict = {"per_seed": per_seed}
+    for key in ("accuracy", "cross_entropy"):
+        values = torch.tensor([r[key] for r in per_seed], dtype=torch.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+    return out
+
+
+def linear_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
+                 settings: ProbeSettings | None = None) -> dict:
+    """Multinomial logistic regression on standardised μ: minimise mean CE + λ‖W‖² by L-BFGS from zero."""
+    s = settings or ProbeSettings()
+    classes = _num_classes(train, test, num_classes)
+    mean, std = _standardiser(train.mu)
+    x, x_test = ((train.mu - mean) / std).double(), ((test.mu - mean) / std).double()
+    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=s.linear_max_iter, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, train.labels) + s.linear_l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        scores = _scores(x_test @ weight + bias, test.labels)
+    return {"features": "mu (standardised)", "l2": s.linear_l2, "seed": None, **scores}
+
+
+def knn_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
+              settings: ProbeSettings | None = None, *, chunk: int = 1024) -> dict:
+    """Cosine k-NN on μ with exp(s/τ)-weighted votes, for every k in `settings.ks` (see the module doc)."""
+    s = settings or ProbeSettings()
+    classes = _num_classes(train, test, num_classes)
+    ks = sorted({min(int(k), len(train)) for k in s.ks})
+    bank = F.normalize(train.mu.float(), dim=1)
+    one_hot = F.one_hot(train.labels, classes).float()
+    correct = dict.fromkeys(ks, 0.0)
+    nll = dict.fromkeys(ks, 0.0)
+    for start in range(0, len(test), chunk):
+        query = F.normalize(test.mu[start : start + chunk].float(), dim=1)
+        labels = test.labels[start : start + chunk]
+        sims, idx = (query @ bank.T).topk(ks[-1], dim=1)  # sorted, most similar first
+        weights = torch.exp((sims - 1.0) / s.knn_tau)  # shifted by the largest possible s: same ratios
+        for k in ks:
+            votes = torch.einsum("qk,qkc->qc", weights[:, :k], one_hot[idx[:, :k]])
+            prob = (1 - s.knn_eta) * votes / votes.sum(dim=1, keepdim=True) + s.knn_eta / classes
+            correct[k] += float((prob.argmax(dim=1) == labels).sum())
+            nll[k] += float(-prob.gather(1, labels[:, None]).log().sum())
+    n = max(1, len(test))
+    by_k = {str(k): {"accuracy": correct[k] / n, "cross_entropy": nll[k] / n} for k in ks}
+    best = max(ks, key=lambda k: (by_k[str(k)]["accuracy"], -k))
+    return {"features": "mu", "metric": "cosine", "tau": s.knn_tau, "eta": s.knn_eta, "seed": None,
+            "by_k": by_k, "best_k": best, **by_k[str(best)]}
+
+
+def split_check(train: LatentSet, test: LatentSet) -> dict:
+    """How the probe's train and test images relate: both named, their overlap (must be 0) and the test
+    images byte-identical to some training image (duplicates inside the dataset itself)."""
+    overlap = 0
+    if train.source and train.source == test.source:
+        overlap = len(set(train.index.tolist()) & set(test.index.tolist()))
+    if overlap:
+        raise ValueError(f"{overlap} images are in both the probe's train ({train.split}) and test ({test.split}) "
+                         f"sets: the probe would be scored on images it was fitted on; use disjoint splits")
+    duplicates = len(set(test.digests) & set(train.digests)) if train.digests and test.digests else None
+    return {"dataset": train.dataset or test.dataset,
+            "train": {"split": train.split, "source": train.source, "n": len(train)},
+            "test": {"split": test.split, "source": test.source, "n": len(test)},
+            "overlap": overlap, "test_images_identical_to_a_train_image": duplicates}
+
+
+def probe_latents(train: LatentSet, test: LatentSet, num_classes: int | None = None,
+                  settings: ProbeSettings | None = None) -> dict:
+    """All three probes on given latents: {"split", "probes": {"mlp", "linear", "knn"}, "seconds"}."""
+    s = settings or ProbeSettings()
+    check = split_check(train, test)
+    started = time.perf_counter()
+    probes = {"mlp": mlp_probe(train, test, num_classes, s), "linear": linear_probe(train, test, num_classes, s),
+              "knn": knn_probe(train, test, num_classes, s)}
+    return {"split": check, "probes": probes, "seconds": round(time.perf_counter() - started, 3)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Probing a run
+
+
+def _source(dataset: str, split: str) -> str:
+    from core.datasets import dataset_info
+
+    return "test" if split == "test" and dataset_info(dataset).official_test else "train"
+
+
+def encode_split(model: torch.nn.Module, dataset: str, split: str, limit: int | None = None) -> LatentSet:
+    """Load `split` of `dataset` (first `limit` images) and encode it with `model`: μ, log σ² on the CPU."""
+    from core.datasets import load_split
+    from core.objective import encode
+
+    images = load_split(dataset, split, limit=limit)
+    mu, logvar = encode(model, images.images)
+    digests = [hashlib.blake2b(row.numpy().tobytes(), digest_size=12).hexdigest()
+               for row in images.images.reshape(len(images), -1)]
+    return LatentSet(mu, logvar, images.labels.cpu(), split, _source(dataset, split), images.index.cpu(),
+                     digests, dataset)
+
+
+def _run_step(run) -> int | None:
+    step = run.status().get("step")
+    return int(step) if isinstance(step, int) else None
+
+
+def cached(run, settings: ProbeSettings | None = None) -> dict | None:
+    """The run's saved probe results if they were made with `settings` on its current weights, else None."""
+    saved = run.probes()
+    if not saved:
+        return None
+    try:
+        same = ProbeSettings.from_json(saved.get("settings", {})) == (settings or ProbeSettings())
+    except (TypeError, ValueError):
+        return None
+    return saved if same and saved.get("model_step") == _run_step(run) else None
+
+
+def probe_run(run, settings: ProbeSettings | None = None, *, force: bool = False, save: bool = True) -> dict:
+    """Probe a finished run: reuse its probes.json when still valid, else encode the train and test splits
+    with its model, fit the probes and save the results with the run (unless `save` is False)."""
+    from core.datasets import dataset_info
+
+    s = settings or ProbeSettings()
+    if not force and (hit := cached(run, s)) is not None:
+        return hit
+    state = run.status().get("state")
+    if state != "finished":
+        raise ValueError(f"run {run.run_id} is {state!r}; probes need a finished run (finish it with "
+                         f"python -m core.train --resume {run.path})")
+    started = time.perf_counter()
+    dataset = run.config["dataset"]
+    model = run.load_model()
+    train = encode_split(model, dataset, "train", s.probe_train)
+    test = encode_split(model, dataset, "test", s.probe_test)
+    encode_s = time.perf_counter() - started
+    results = probe_latents(train, test, dataset_info(dataset).num_classes, s)
+    from core.runs import now_iso
+
+    results = {"format": "robust-loss-lab/probes", "settings": s.to_json(), "run_id": run.run_id,
+               "model_step": _run_step(run), "created": now_iso(), "encode_seconds": round(encode_s, 3),
+               "torch_threads": torch.get_num_threads(), **results}
+    if save:
+        run.save_probes(results)
+    return results
+
+
+def summary(results: dict | None) -> dict[str, float | None]:
+    """The flat numbers of a probes.json (what tables show): mlp/linear/knn accuracy and cross-entropy,
+    the MLP's standard deviations over seeds, and the k-NN's best k."""
+    keys = ("mlp_acc", "mlp_acc_std", "mlp_ce", "mlp_ce_std", "linear_acc", "linear_ce", "knn_acc", "knn_ce",
+            "knn_k")
+    out: dict[str, float | None] = dict.fromkeys(keys)
+    probes = (results or {}).get("probes") or {}
+    if mlp := probes.get("mlp"):
+        out.update(mlp_acc=mlp["accuracy"], mlp_acc_std=mlp.get("accuracy_std"), mlp_ce=mlp["cross_entropy"],
+                   mlp_ce_std=mlp.get("cross_entropy_std"))
+    if linear := probes.get("linear"):
+        out.update(linear_acc=linear["accuracy"], linear_ce=linear["cross_entropy"])
+    if knn := probes.get("knn"):
+        out.update(knn_acc=knn["accuracy"], knn_ce=knn["cross_entropy"], knn_k=knn.get("best_k"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m core.probes RUN_DIR [RUN_DIR ...]`: probe finished runs and print their numbers."""
+    p = argparse.ArgumentParser(prog="python -m core.probes", description="Probe finished runs' latents "
+                                "(fitted on the train split, scored on the test split); saves probes.json.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--probe-train", type=int, default=ProbeSettings.probe_train, metavar="N",
+                   help="probe-training images from the train split (0: all)")
+    p.add_argument("--probe-test", type=int, default=0, metavar="N", help="test images (0: all)")
+    p.add_argument("--seeds", type=_ints, default=ProbeSettings.seeds, help="MLP probe seeds, e.g. 0,1,2")
+    p.add_argument("--force", action="store_true", help="recompute even if saved results are valid")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    args = p.parse_args(argv)
+    from core.runs import RunFormatError, open_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        settings = ProbeSettings(probe_train=args.probe_train or None, probe_test=args.probe_test or None,
+                                 seeds=args.seeds)
+    except ValueError as exc:
+        print(f"core.probes: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    for path in args.runs:
+        try:
+            run = open_run(path)
+            numbers = summary(probe_run(run, settings, force=args.force, save=not run.shipped))
+        except (RunFormatError, ValueError, OSError) as exc:
+            print(f"core.probes: {path}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in numbers.items() if isinstance(v, float) and math.isfinite(v))
+        print(f"{run.run_id}  {shown}", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
