@@ -3,13 +3,9 @@ with a clean checkpoint, resumed to the end; refusals that name the fix; the run
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,30 +19,6 @@ TINY = {"dataset": "digits", "loss": "cauchy", "epochs": 4, "latent_dim": 2, "wi
         "batch_size": 32}
 
 
-@pytest.fixture()
-def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    user, shipped = tmp_path / "runs", tmp_path / "checkpoints"
-    user.mkdir()
-    shipped.mkdir()
-    monkeypatch.setenv("ROBUST_LOSS_LAB_RUNS", str(user))
-    monkeypatch.setenv("ROBUST_LOSS_LAB_CHECKPOINTS", str(shipped))
-    return user, shipped
-
-
-@pytest.fixture(autouse=True)
-def stop_launched_trainers() -> Iterator[None]:
-    """Every trainer a test launched is gone when it ends, pass or fail."""
-    yield
-    for pid, child in list(jobs._CHILDREN.items()):
-        if child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(pid, signal.SIGKILL)
-                child.wait(timeout=10)
-        jobs._CHILDREN.pop(pid, None)
 
 
 def _finished_run(root: Path, **fields) -> Run:

@@ -29,15 +29,6 @@ from core.runs import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def roots(tmp_path, monkeypatch):
-    user, shipped = tmp_path / "runs", tmp_path / "checkpoints"
-    user.mkdir()
-    shipped.mkdir()
-    monkeypatch.setenv("ROBUST_LOSS_LAB_RUNS", str(user))
-    monkeypatch.setenv("ROBUST_LOSS_LAB_CHECKPOINTS", str(shipped))
-    return user, shipped
-
 
 def test_roots_follow_the_environment(roots):
     assert runs.runs_root() == roots[0] and runs.checkpoints_root() == roots[1]

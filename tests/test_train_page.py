@@ -4,15 +4,11 @@ fragment is checked by rerunning the page."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import signal
-import subprocess
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,32 +27,14 @@ TINY = {"dataset": "digits", "loss": "charbonnier", "epochs": 2, "latent_dim": 2
 
 
 @pytest.fixture()
-def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    user, shipped = tmp_path / "runs", tmp_path / "checkpoints"
-    user.mkdir()
-    shipped.mkdir()
-    monkeypatch.setenv("ROBUST_LOSS_LAB_RUNS", str(user))
-    monkeypatch.setenv("ROBUST_LOSS_LAB_CHECKPOINTS", str(shipped))
+def roots(roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The shared empty roots, with only digits (bundled) on disk and slow tiny trainers."""
+    user, shipped = roots
     monkeypatch.setenv("ROBUST_LOSS_LAB_DATA", str(tmp_path / "data"))  # only digits (bundled) is on disk
     # One thread per trainer (shared machine); a short pause per step keeps tiny runs long enough to watch.
     monkeypatch.setenv(jobs.TRAIN_ARGS_ENV, "--threads 1 --step-delay 0.02")
     return user, shipped
 
-
-@pytest.fixture(autouse=True)
-def stop_launched_trainers() -> Iterator[None]:
-    """Every trainer the page launched is gone when the test ends, pass or fail."""
-    yield
-    for pid, child in list(jobs._CHILDREN.items()):
-        if child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(pid, signal.SIGKILL)
-                child.wait(timeout=10)
-        jobs._CHILDREN.pop(pid, None)
 
 
 def _page() -> AppTest:
