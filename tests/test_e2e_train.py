@@ -32,7 +32,8 @@ def runs_dir(tmp_path: Path) -> Iterator[Path]:
     yield runs
     for status_file in runs.glob("*/launch.json"):
         pid = json.loads(status_file.read_text()).get("pid")
-        with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+        # OSError: the process is already gone (no /proc entry) or not ours
+        with contextlib.suppress(OSError, TypeError):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"core.train" in cmdline:
                 os.killpg(pid, signal.SIGKILL)

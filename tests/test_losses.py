@@ -81,6 +81,30 @@ def test_float32_rho_psi_match_40_digit_reference(alpha: float):
                     assert rel < 1e-4, f"psi α={alpha} x={xv}: ours {ours_psi[i]} ref {ref_psi}"
 
 
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_fixed_alpha_fast_path_matches_the_reference(alpha: float):
+    """Training's path (α and c plain numbers, float32): its forward against 40 digits and its backward
+    against the float64 ψ, over |x/c| from 1e-6 to 1e6, and finite at the extremes."""
+    for c in (1.0, 0.25):
+        x = (torch.tensor(XS + [-v for v in XS[::5]], dtype=torch.float64) * c).float().requires_grad_(True)
+        value = rho(x, alpha, c)
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        ref_psi = psi(x.detach().double(), alpha, c)
+        for i, xv in enumerate(x.detach().tolist()):
+            ref = rho_reference(xv, alpha, c)
+            if abs(ref) < F32_MAX:
+                rel = abs(float((value[i].item() - ref) / ref)) if ref != 0 else abs(value[i].item())
+                assert rel < 1e-5, f"fixed rho α={alpha} x={xv} c={c}: ours {value[i].item()} ref {ref}"
+            r = ref_psi[i].item()
+            if float(np.finfo(np.float32).tiny) < abs(r) < F32_MAX:  # where ψ is a normal float32
+                assert abs(grad[i].item() - r) <= 1e-4 * abs(r), f"fixed psi α={alpha} x={xv} c={c}"
+    extreme = torch.tensor([0.0, 1e-30, 1e30, -1e30], requires_grad=True)
+    for c in (1e-8, 1e8):
+        value = rho(extreme, alpha, c)
+        (grad,) = torch.autograd.grad(value.sum(), extreme)
+        assert torch.isfinite(value).all() and torch.isfinite(grad).all(), f"α={alpha} c={c}"
+
+
 def test_small_alpha_keeps_accuracy_where_the_direct_formula_fails():
     x = torch.tensor([0.3, 1.0, 3.0])
     for alpha in (1e-3, 1e-4, 1e-7):

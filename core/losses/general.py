@@ -227,7 +227,8 @@ def _rho_fixed(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
         out = torch.mul(x, 1 / c).square_().mul_(sign * 0.5).expm1_()
         return out.clamp_(max=big) if a > 0 else out.neg_()
     b = abs(a - 2)
-    v2 = torch.mul(x, 1 / (c * math.sqrt(b))).square_().clamp_(max=big)
+    # v² = x²/(c²b) in one fused pass, held finite (Charbonnier's v²/(√(v²+1) + 1) is NaN at inf)
+    v2 = torch.addcmul(x.new_zeros(()), x, x, value=1 / (c * c * b)).clamp_(max=big)
     if a == 0:
         return v2.log1p_()
     if a == 1:  # √(v²+1) − 1 = v²/(√(v²+1) + 1)
@@ -239,7 +240,8 @@ def _rho_fixed(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
 
 
 def _one_plus_power_inplace(v2: torch.Tensor, p: float) -> torch.Tensor:
-    """v2 ← (v2 + 1)^p, with cheap exact passes for the exponents of the named losses."""
+    """v2 ← (v2 + 1)^p, with cheap exact passes for the exponents of the named losses (log1p, a
+    multiply and exp take half the time of torch.pow here)."""
     if p == -1:
         return v2.add_(1).reciprocal_()
     if p == -0.5:
@@ -259,8 +261,10 @@ def _psi_fixed(x: torch.Tensor, grad_out: torch.Tensor, a: float, c: float) -> t
         out = torch.mul(x, 1 / c).square_().mul_(sign * 0.5).exp_().mul_(x).mul_(grad_out)
     else:
         b = abs(a - 2)
-        out = torch.mul(x, 1 / (c * math.sqrt(b))).square_()
-        out = _one_plus_power_inplace(out, (a - 2) / 2).mul_(x).mul_(grad_out)
+        v2 = torch.addcmul(x.new_zeros(()), x, x, value=1 / (c * c * b))
+        power = _one_plus_power_inplace(v2, (a - 2) / 2)
+        out = torch.addcmul(x.new_zeros(()), power, x, value=1 / (c * c)).mul_(grad_out)
+        return out.nan_to_num_(nan=float("nan"), posinf=big, neginf=-big)
     return out.mul_(1 / (c * c)).nan_to_num_(nan=float("nan"), posinf=big, neginf=-big)
 
 
