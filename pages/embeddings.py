@@ -281,7 +281,7 @@ def _highlight(coords: np.ndarray, rows: np.ndarray, name: str, symbol: str, siz
 
 
 def figure_3d(title: str, coords: np.ndarray, labels: np.ndarray, index: np.ndarray, names: list[str],
-              selected: int | None, neighbours: np.ndarray | None, revision: str) -> Any:
+              selected: int | None, neighbours: np.ndarray | None, revision: str, narrow: bool = False) -> Any:
     data = _traces(coords, labels, index, names, (0, 1, 2), "scatter3d")
     if selected is not None:
         if neighbours is not None and len(neighbours):
@@ -294,8 +294,10 @@ def figure_3d(title: str, coords: np.ndarray, labels: np.ndarray, index: np.ndar
                              "dragmode": "turntable"}
     if share:
         scene["camera"] = _camera()
-    layout = {"title": {"text": title, "font": {"size": 13}}, "scene": scene, "height": 460,
-              "margin": {"l": 0, "r": 0, "t": 30, "b": 0}, "legend": {"itemsizing": "constant"},
+    # in side-by-side columns a legend on the right takes a third of the chart: put it underneath
+    legend = {"itemsizing": "constant", **({"orientation": "h", "y": 0, "yanchor": "top"} if narrow else {})}
+    layout = {"title": {"text": title, "font": {"size": 13}}, "scene": scene, "height": 520 if narrow else 460,
+              "margin": {"l": 0, "r": 0, "t": 30, "b": 0}, "legend": legend,
               # the camera survives reruns until the shared camera's sliders move
               "uirevision": revision}
     return fast_figure(data, layout)
@@ -371,7 +373,7 @@ for i, path in enumerate(shown):
     title = f"{_run_label(info).split(' · ')[0]} · {info.run_id}"
     with columns[i % grid_cols]:
         st.plotly_chart(figure_3d(title, coords, proj.labels, proj.index, names, row, neighbours,
-                                  f"{revision}-{info.run_id}"),
+                                  f"{revision}-{info.run_id}", narrow=grid_cols > 1),
                         key=f"emb_3d_{i}", config={"displaylogo": False})
         where = "from the cache" if proj.from_cache else "computed now"
         caption = f"{len(proj.coords):,} points · {METHOD_TITLES[method]} took {proj.seconds:.1f} s ({where})"
