@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_helpers import run_page
 from streamlit.testing.v1 import AppTest
 
 from core import compare
@@ -29,12 +30,7 @@ def _shipped() -> compare.StudyInfo:
 
 
 def _page(**state) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_page(PAGE, **state)
 
 
 def _chart(at: AppTest, key: str) -> dict:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from apptest_helpers import run_page
 from streamlit.testing.v1 import AppTest
 
 from core import datasets
@@ -73,12 +74,7 @@ def lab(trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def _page(**state: Any) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_page(PAGE, **state)
 
 
 def _rerun(at: AppTest) -> AppTest:
