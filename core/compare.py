@@ -3,7 +3,8 @@
 Data: `list_studies()` groups runs by their config's "study"; `results_table(runs)` gives one row per run
 (loss, latent size, seed, probe accuracy and cross-entropy, validation numbers, timings);
 `aggregate(rows, metric)` folds seeds into mean ± standard deviation; `reconstructions(runs)` decodes the
-same validation images' μ under each run; `prior_samples(runs)` decodes the same z ~ N(0, I) under each;
+same validation images' μ under each run; `prior_samples(runs)` decodes the same z ~ N(0, I) under each
+(`load_models(runs)` loads the VAEs once for both);
 `adaptive_maps(run)` gives the learned per-pixel α and c of an adaptive run; `sweep(rows, metric)` the
 metric against latent size per loss.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.latent_view import reconstruct, rows_at, validation_images
+from core.losses import LOSSES
 from core.probes import summary
 from core.runs import Run, RunFormatError, RunInfo, checkpoints_root, list_runs, runs_root
 
@@ -40,6 +43,7 @@ __all__ = [
     "image_grid_png",
     "line_chart_svg",
     "list_studies",
+    "load_models",
     "loss_colour",
     "loss_label",
     "pick_validation_images",
@@ -82,8 +86,6 @@ STUDIES_DIR = "studies"  # <root>/studies/<name>/: a study's report, table and f
 
 def loss_label(loss: str, alpha: float | None = None) -> str:
     """'Cauchy', 'MSE', 'General (α=1)': the loss's title from the registry, with α where it is chosen."""
-    from core.losses import LOSSES
-
     info = LOSSES.get(loss)
     title = info.title if info else loss
     if loss == "general" and alpha is not None:
@@ -117,15 +119,6 @@ class StudyInfo:
     def finished(self) -> list[RunInfo]:
         return [r for r in self.runs if r.state == "finished"]
 
-    def open_runs(self) -> list[Run]:
-        out = []
-        for info in self.runs:
-            try:
-                out.append(info.open())
-            except RunFormatError:
-                continue
-        return out
-
 
 def study_dir(root: Path, name: str) -> Path:
     """Where a study's report lives under a runs root."""
@@ -152,7 +145,7 @@ def list_studies(roots: Iterable[str | Path] | None = None) -> list[StudyInfo]:
     return sorted(studies.values(), key=lambda s: (not s.shipped, s.name))
 
 
-_LOSS_ORDER = ("mse", "cauchy", "geman_mcclure", "welsch", "smooth_l1", "general", "adaptive")
+_LOSS_ORDER = tuple(LOSSES)  # the registry's order: MSE first, the adaptive loss last
 
 
 def _run_order(config: dict) -> tuple:
@@ -265,27 +258,23 @@ def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
 # What the models draw
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+def load_models(runs: Iterable[Run]) -> dict[Path, torch.nn.Module]:
+    """Each run's VAE, by run path; a run whose weights are missing or do not fit its config is left out
+    (one such run must not keep the others' images from being drawn)."""
+    models = {}
+    for run in runs:
+        try:
+            models[run.path] = run.load_model()
+        except RunFormatError:
+            continue
+    return models
 
 
-def _val_images(run: Run, index: np.ndarray) -> np.ndarray:
-    """Validation images at positions `index` of the split: from the run's embeddings when it carries them
-    (shipped runs do), else from the dataset."""
-    emb = run.embeddings()
-    if "images" in emb:
-        pos = {int(v): i for i, v in enumerate(emb["index"].tolist())}
-        if all(int(i) in pos for i in index):
-            return emb["images"][[pos[int(i)] for i in index]].numpy()
-    from core.datasets import load_split
-
-    return load_split(run.config["dataset"], "val").images[torch.as_tensor(index)].numpy()
-
-
-def pick_validation_images(run: Run, n: int = 10) -> np.ndarray:
+def pick_validation_images(run: Run, n: int = 10, embeddings: dict[str, torch.Tensor] | None = None
+                           ) -> np.ndarray:
     """Positions in the validation split of up to n images, one per class in class order, then the next
     images (from the run's embeddings: every run of a study embeds the same validation images)."""
-    emb = run.embeddings()
+    emb = embeddings if embeddings is not None else run.embeddings()
     labels, index = emb["labels"].tolist(), emb["index"].tolist()
     chosen: list[int] = []
     for cls in sorted(set(labels)):
@@ -295,21 +284,30 @@ def pick_validation_images(run: Run, n: int = 10) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstructions(runs: Sequence[Run], n: int = 10, index: np.ndarray | None = None) -> dict:
-    """The same validation images under each run: {"index", "originals" (n,C,H,W) uint8, "runs":
-    [{"run_id", "loss_label", "images" (n,C,H,W) uint8}]}, x̂ = decoder(μ) from the saved embeddings."""
+def reconstructions(runs: Sequence[Run], n: int = 10, index: np.ndarray | None = None,
+                    models: dict[Path, torch.nn.Module] | None = None) -> dict:
+    """The same validation images under each run: {"index", "originals" (n,C,H,W) uint8, or None when
+    neither the runs nor an installed dataset hold them, "runs": [{"run_id", "loss_label", "images"
+    (n,C,H,W) uint8}]}, x̂ = decoder(μ) from the saved embeddings. models: from `load_models(runs)`
+    (loaded here when not given); runs without one are left out."""
     runs = [r for r in runs if r.has_embeddings]
     if not runs:
         return {"index": np.zeros(0, dtype=np.int64), "originals": None, "runs": []}
-    index = pick_validation_images(runs[0], n) if index is None else np.asarray(index, dtype=np.int64)
-    out = {"index": index, "originals": _val_images(runs[0], index), "runs": []}
+    models = load_models(runs) if models is None else models
+    first = runs[0].embeddings()
+    index = pick_validation_images(runs[0], n, first) if index is None else np.asarray(index, dtype=np.int64)
+    out: dict = {"index": index, "originals": None, "runs": []}
+    looked_for_originals = False
     for run in runs:
-        emb = run.embeddings()
-        pos = {int(v): i for i, v in enumerate(emb["index"].tolist())}
-        if not all(int(i) in pos for i in index):
+        emb = first if run is runs[0] else run.embeddings()
+        rows = rows_at(emb["index"], index)
+        if rows is None:
             continue
-        mu = emb["mu"][[pos[int(i)] for i in index]]
-        images = _to_uint8(run.load_model().decode(mu))
+        if not looked_for_originals:  # every run embeds the same validation split: the first one's will do
+            out["originals"], looked_for_originals = validation_images(run, rows, emb), True
+        if run.path not in models:
+            continue
+        images = reconstruct(models[run.path], emb["mu"][torch.as_tensor(rows)])
         out["runs"].append({"run_id": run.run_id, "loss": run.config["loss"],
                             "loss_label": loss_label(run.config["loss"], run.config.get("loss_alpha")),
                             "latent_dim": run.config["latent_dim"], "images": images})
@@ -317,21 +315,22 @@ def reconstructions(runs: Sequence[Run], n: int = 10, index: np.ndarray | None =
 
 
 @torch.no_grad()
-def prior_samples(runs: Sequence[Run], n: int = 10, seed: int = 0) -> list[dict]:
-    """decoder(z) for the same z ~ N(0, I) (seeded, one draw per latent size) under each run."""
+def prior_samples(runs: Sequence[Run], n: int = 10, seed: int = 0,
+                  models: dict[Path, torch.nn.Module] | None = None) -> list[dict]:
+    """decoder(z) for the same z ~ N(0, I) (seeded, one draw per latent size) under each run. models: from
+    `load_models(runs)` (loaded here when not given); runs without one are left out."""
+    models = load_models(runs) if models is None else models
     draws: dict[int, torch.Tensor] = {}
     out = []
     for run in runs:
         d = int(run.config["latent_dim"])
         if d not in draws:
             draws[d] = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
-        try:
-            model = run.load_model()
-        except RunFormatError:
+        if run.path not in models:
             continue
         out.append({"run_id": run.run_id, "loss": run.config["loss"],
                     "loss_label": loss_label(run.config["loss"], run.config.get("loss_alpha")),
-                    "latent_dim": d, "images": _to_uint8(model.decode(draws[d]))})
+                    "latent_dim": d, "images": reconstruct(models[run.path], draws[d])})
     return out
 
 
@@ -372,16 +371,10 @@ def _svg(width: int, height: int, body: list[str]) -> str:
             f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n")
 
 
-def bar_chart_svg(labels: Sequence[str], values: Sequence[float], errors: Sequence[float] | None = None,
-                  colours: Sequence[str] | None = None, *, title: str = "", ylabel: str = "",
-                  ymax: float | None = None) -> str:
-    """A vertical bar chart with optional error bars (±error) and the value above each bar, as SVG."""
-    n = len(labels)
-    errors = list(errors) if errors is not None else [0.0] * n
-    colours = list(colours) if colours is not None else ["#4e79a7"] * n
-    width, height, left, right, top, bottom = max(320, 90 * n + 90), 340, 60, 20, 40, 80
-    top_value = ymax or _nice_max(max([v + e for v, e in zip(values, errors, strict=True)] + [0.0]))
-    plot_w, plot_h = width - left - right, height - top - bottom
+def _frame(width: int, left: int, right: int, top: int, plot_h: float, top_value: float, title: str,
+           ylabel: str) -> tuple[Callable[[float], float], list[str]]:
+    """What both charts start with: the title, a y axis from 0 to top_value (six gridlines with their
+    values) and the y label. Returns the value → SVG y map and those elements."""
 
     def y(v: float) -> float:
         return top + plot_h * (1 - v / top_value)
@@ -393,6 +386,20 @@ def bar_chart_svg(labels: Sequence[str], values: Sequence[float], errors: Sequen
         body.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
     body.append(f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
                 f'{escape(ylabel)}</text>')
+    return y, body
+
+
+def bar_chart_svg(labels: Sequence[str], values: Sequence[float], errors: Sequence[float] | None = None,
+                  colours: Sequence[str] | None = None, *, title: str = "", ylabel: str = "",
+                  ymax: float | None = None) -> str:
+    """A vertical bar chart with optional error bars (±error) and the value above each bar, as SVG."""
+    n = len(labels)
+    errors = list(errors) if errors is not None else [0.0] * n
+    colours = list(colours) if colours is not None else ["#4e79a7"] * n
+    width, height, left, right, top, bottom = max(320, 90 * n + 90), 340, 60, 20, 40, 80
+    top_value = ymax or _nice_max(max([v + e for v, e in zip(values, errors, strict=True)] + [0.0]))
+    plot_w, plot_h = width - left - right, height - top - bottom
+    y, body = _frame(width, left, right, top, plot_h, top_value, title, ylabel)
     slot = plot_w / max(1, n)
     for i, (label, value, err, colour) in enumerate(zip(labels, values, errors, colours, strict=True)):
         x0 = left + i * slot + slot * 0.15
@@ -426,19 +433,10 @@ def line_chart_svg(series: dict[str, dict], *, title: str = "", xlabel: str = ""
     def px(x: float) -> float:
         return left + plot_w * ((math.log2(x) - min(lx)) / span if len(xs) > 1 else 0.5)
 
-    def py(v: float) -> float:
-        return top + plot_h * (1 - v / top_value)
-
-    body = [f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>']
-    for i in range(6):
-        v = top_value * i / 5
-        body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#e5e7eb"/>')
-        body.append(f'<text x="{left - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+    py, body = _frame(width, left, right, top, plot_h, top_value, title, ylabel)
     for x in xs:
         body.append(f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x}</text>')
     body.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">{escape(xlabel)}</text>')
-    body.append(f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
-                f'{escape(ylabel)}</text>')
     for i, (label, s) in enumerate(series.items()):
         colour = loss_colour(s.get("loss", ""))
         points = " ".join(f"{px(x):.1f},{py(m):.1f}" for x, m in zip(s["dims"], s["mean"], strict=True))
@@ -474,12 +472,13 @@ def _ascii(text: str) -> str:
     return text
 
 
-def image_grid_png(rows: Sequence[tuple[str, np.ndarray]], *, zoom: int = 3, pad: int = 2,
+def image_grid_png(rows: Sequence[tuple[str, np.ndarray | None]], *, zoom: int = 3, pad: int = 2,
                    label_width: int = 150) -> bytes:
-    """A labelled grid: one row of images per (label, (n, C, H, W) uint8). PNG bytes."""
+    """A labelled grid: one row of images per (label, (n, C, H, W) uint8). PNG bytes. Rows without images
+    (None or empty: originals a run does not carry, with no dataset installed) are left out."""
     from PIL import Image, ImageDraw
 
-    rows = [(label, _rgb(images)) for label, images in rows if len(images)]
+    rows = [(label, _rgb(images)) for label, images in rows if images is not None and len(images)]
     if not rows:
         raise ValueError("image_grid_png needs at least one non-empty row of images")
     cols = max(len(images) for _, images in rows)

@@ -20,7 +20,7 @@ from typing import Any
 
 from core import datasets
 
-__all__ = ["DEFAULTS", "ConfigError", "make_config", "normalize_config"]
+__all__ = ["ALPHA_LOSSES", "DEFAULTS", "UNSCALED_LOSSES", "ConfigError", "make_config", "normalize_config"]
 
 
 class ConfigError(ValueError):
@@ -47,8 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "width": 32,  # the VAE's first channel count
 }
 _RUN_KEYS = {"format", "version", "run_id", "created", "model", "split"}
-_ALPHA_LOSSES = ("general", "students_t")
-_UNSCALED_LOSSES = ("mse", "l1")
+ALPHA_LOSSES = ("general", "students_t")  # the losses whose α (ν for Student's t) loss_alpha sets
+UNSCALED_LOSSES = ("mse", "l1")  # the losses without a scale c (loss_scale is refused)
 
 
 def _int(cfg: dict, key: str, lo: int, hi: int | None = None) -> None:
@@ -86,11 +86,11 @@ def _check_loss(cfg: dict, num_dims: int) -> None:
     name = cfg["loss"]
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    if cfg["loss_alpha"] is not None and name not in _ALPHA_LOSSES:
+    if cfg["loss_alpha"] is not None and name not in ALPHA_LOSSES:
         hint = " (the adaptive loss learns α: bound it with adaptive_alpha_lo/hi)" if name == "adaptive" else ""
-        raise ConfigError(f"loss_alpha (--loss-alpha) applies only to {' and '.join(_ALPHA_LOSSES)}, "
+        raise ConfigError(f"loss_alpha (--loss-alpha) applies only to {' and '.join(ALPHA_LOSSES)}, "
                           f"not {name!r}{hint}; drop it or use --loss general")
-    if cfg["loss_scale"] is not None and name in _UNSCALED_LOSSES:
+    if cfg["loss_scale"] is not None and name in UNSCALED_LOSSES:
         raise ConfigError(f"loss_scale (--loss-scale) has no effect on {name!r}; drop it")
     if name == "general" and cfg["loss_alpha"] is None:
         raise ConfigError("the general loss needs its α: pass --loss-alpha (e.g. 1.0; 2 = MSE, 0 = Cauchy)")

@@ -487,7 +487,8 @@ class _Trainer:
         self.elapsed += self.epoch_time
         epoch_s = self.epoch_time
         self.epoch_done, self.epoch_step, self.epoch_acc, self.epoch_time = epoch, 0, [0.0, 0.0, 0.0], 0.0
-        self.checkpoint()
+        # The epoch's record goes before its checkpoint: a crash between the two then redoes the epoch on
+        # resume (which drops records newer than the checkpoint) instead of losing the record for good.
         if self.ctx.is_main:
             self.run.append_history({
                 "kind": "epoch", "epoch": epoch, "epoch_step": self.steps, "step": self.global_step,
@@ -495,6 +496,7 @@ class _Trainer:
                 "loss": (recon + self.beta * kl) / count, "recon": recon / count, "kl": kl / count,
                 "images_per_s": self.images_per_s, "epoch_s": epoch_s, **metrics,
             })
+        self.checkpoint()
         self.message = f"epoch {epoch}/{self.epochs} done"
         self.report(force=True, last_epoch=metrics or None)
         self.ctx.barrier()

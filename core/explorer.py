@@ -50,11 +50,6 @@ class NamedCase:
     alpha: float
     rho_latex: str
 
-    @property
-    def has_density(self) -> bool:
-        """Whether p(x | α, c) exists: Z(α) is finite only for α ≥ 0."""
-        return self.alpha >= 0
-
 
 # The named members drawn as reference curves and offered as presets (paper's first figure).
 NAMED_CASES: tuple[NamedCase, ...] = (
@@ -337,7 +332,6 @@ class FitData:
 
     x: np.ndarray
     is_outlier: np.ndarray
-    settings: FitSettings
 
 
 def make_data(settings: FitSettings) -> FitData:
@@ -352,7 +346,7 @@ def make_data(settings: FitSettings) -> FitData:
     outliers = (lo + (settings.outlier_width - lo) * u) * settings.inlier_scale
     x = np.concatenate([inliers.detach().to(torch.float64).reshape(-1).numpy(), outliers.numpy()])
     is_outlier = np.concatenate([np.zeros(n_in, dtype=bool), np.ones(n_out, dtype=bool)])
-    return FitData(x=x, is_outlier=is_outlier, settings=settings)
+    return FitData(x=x, is_outlier=is_outlier)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ __all__ = [
     "start",
     "stop",
     "train_command",
+    "trainer_env",
     "wait_for",
 ]
 
@@ -203,20 +204,31 @@ def _env_args() -> list[str]:
         raise JobError(f"{TRAIN_ARGS_ENV} cannot be parsed ({exc}); fix its quoting or unset it") from None
 
 
-def train_command(run_path: Path, *, threads: int | None = None, extra_args: Sequence[str] = ()) -> list[str]:
-    """The trainer's argv for (re)starting the run at `run_path`."""
-    command = [sys.executable, "-m", "core.train", "--resume", str(run_path)]
+def train_command(run_path: Path | None, *, threads: int | None = None, extra_args: Sequence[str] = ()
+                  ) -> list[str]:
+    """The trainer's argv for (re)starting the run at `run_path`; None: a new run, which `extra_args` describe
+    (config flags, `--run-id`, `--runs-root`)."""
+    command = [sys.executable, "-m", "core.train"]
+    if run_path is not None:
+        command += ["--resume", str(run_path)]
     if threads:
         command += ["--threads", str(int(threads))]
     return command + [str(a) for a in extra_args]
+
+
+def trainer_env(**extra: str) -> dict[str, str]:
+    """The environment for a trainer process: ours plus `extra`, with this checkout first on PYTHONPATH (so
+    `python -m core.train` imports this code whatever the caller's path)."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def _launch(run: Run, *, threads: int | None, extra_args: Sequence[str]) -> int:
     """Start the trainer for `run` in its own session; record launch.json; return its pid."""
     command = train_command(run.path, threads=threads, extra_args=[*_env_args(), *extra_args])
     status_before = run.status()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env = trainer_env(PYTHONUNBUFFERED="1")
     log_path = run.path / LOG_NAME
     with open(log_path, "ab") as log:
         log.write(f"--- {now_iso()} {' '.join(command)}\n".encode())
@@ -295,24 +307,16 @@ def _trainer_pid(run: Run) -> int | None:
     """The pid of the process training `run` on this host, verified, or None."""
     status = run.status()
     pid = status.get("pid")
-    # The lock file names its holder ("pid@host"): a pid from status.json is signalled only if it is the
-    # holder and a core.train process, so a reused pid is never hit.
-    if (status.get("state") == "running" and _this_host(status.get("host")) and _lock_holder(run) == pid
-            and _is_trainer(pid)):
-        return int(pid)
+    if status.get("state") == "running" and _this_host(status.get("host")):
+        # The lock file names its holder: a pid from status.json is signalled only if it is that holder
+        # on this host and a core.train process, so a reused pid is never hit.
+        holder = run.lock_holder()
+        if holder is not None and holder.pid == pid and _this_host(holder.host) and _is_trainer(pid):
+            return int(pid)
     launch = launch_info(run)
     if _launched_alive(run, launch):
         return int(launch["pid"])
     return None
-
-
-def _lock_holder(run: Run) -> int | None:
-    try:
-        text = (run.path / Run.LOCK).read_text().strip()
-    except OSError:
-        return None
-    pid, _, host = text.partition("@")
-    return int(pid) if pid.isdigit() and _this_host(host or None) else None
 
 
 def stop(run: Run | RunInfo | str | Path, *, wait_s: float = 0.0) -> bool:
@@ -348,13 +352,14 @@ def stop(run: Run | RunInfo | str | Path, *, wait_s: float = 0.0) -> bool:
 def delete(run: Run | RunInfo | str | Path) -> None:
     """Delete a run directory (core.runs.delete_run) unless it is shipped, training or starting."""
     run = _as_run(run)
-    if run.shipped:
-        raise JobError(f"{run.run_id} is a shipped run (under checkpoints/); it cannot be deleted from the app")
-    if _launched_alive(run) or run.is_locked():
-        raise JobError(f"run {run.run_id} is training; stop it first, then delete it")
+    training = f"run {run.run_id} is training; stop it first, then delete it"
+    if _launched_alive(run):  # launched from here and still starting up: it does not hold the lock yet
+        raise JobError(training)
     try:
-        delete_run(run.path)
-    except (RunLocked, PermissionError) as exc:
+        delete_run(run.path)  # refuses a shipped run (PermissionError) and a locked one (RunLocked)
+    except RunLocked as exc:
+        raise JobError(training) from exc
+    except PermissionError as exc:
         raise JobError(str(exc)) from exc
 
 

@@ -1,8 +1,11 @@
 """One point of a run's latent space, in detail: its image, its reconstruction, its latent neighbours.
 
     find_rows(index, labels, index_value=None, label=None) -> rows       search by split index / label
+    rows_at(index, values) -> rows or None                                the rows holding these split indices
+    class_names(config, labels) -> names                                  a name for every label present
     latent_neighbours(mu, row, k) -> (rows, distances)                    exact, Euclidean on μ
     reconstruct(model, mu) -> (m, C, H, W) uint8                           x̂ = decoder(μ), in [0, 1] → bytes
+    validation_images(run, rows, embeddings=None) -> (m, C, H, W) uint8 or None
     point_detail(run, row, k=8, embeddings=None, model=None) -> PointDetail
     to_display(images) -> (m, H, W) or (m, H, W, 3) uint8                 what st.image takes
 
@@ -21,8 +24,8 @@ import torch
 
 from core.neighbourhood import nearest_to
 
-__all__ = ["PointDetail", "find_rows", "latent_neighbours", "point_detail", "reconstruct", "to_display",
-           "validation_images"]
+__all__ = ["PointDetail", "class_names", "find_rows", "latent_neighbours", "point_detail", "reconstruct",
+           "rows_at", "to_display", "validation_images"]
 
 
 def find_rows(index: np.ndarray, labels: np.ndarray, index_value: int | None = None,
@@ -34,6 +37,26 @@ def find_rows(index: np.ndarray, labels: np.ndarray, index_value: int | None = N
     if label is not None:
         keep &= np.asarray(labels) == int(label)
     return np.flatnonzero(keep)
+
+
+def rows_at(index: np.ndarray | torch.Tensor, values: np.ndarray) -> np.ndarray | None:
+    """The rows whose split index is each of `values`, in their order; None when one is not there."""
+    row_of = {int(v): r for r, v in enumerate(np.asarray(index).tolist())}
+    rows = [row_of.get(int(v)) for v in np.asarray(values).tolist()]
+    return None if None in rows else np.array(rows, dtype=np.int64)
+
+
+def class_names(config: dict, labels: np.ndarray) -> list[str]:
+    """The dataset's class names, padded with the label number for any label past them, so that
+    `names[label]` holds for every label in `labels`."""
+    try:
+        from core.datasets import dataset_info
+
+        names = list(dataset_info(config["dataset"]).classes)
+    except (KeyError, ValueError):  # no dataset in the config, or one this code does not know
+        names = []
+    top = int(np.max(labels)) + 1 if np.size(labels) else 0
+    return names + [str(i) for i in range(len(names), top)]
 
 
 def latent_neighbours(mu: np.ndarray | torch.Tensor, row: int, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -68,11 +91,13 @@ def validation_images(run: Any, rows: np.ndarray, embeddings: dict[str, torch.Te
     rows = np.asarray(rows, dtype=np.int64)
     if "images" in emb:
         return emb["images"][torch.as_tensor(rows)].numpy()
-    try:
-        from core.datasets import load_split
+    from core.datasets import DatasetFormatError, DatasetMissing, load_split
 
+    try:
         split = load_split(run.config["dataset"], "val")
-    except Exception:  # the dataset is not installed (or unreadable): show the reconstruction alone
+    except (DatasetMissing, DatasetFormatError):
+        # Not installed, or damaged: the reconstruction needs only the run, so it is still worth showing;
+        # the Home and Train pages name the dataset's fix.
         return None
     index = emb["index"][torch.as_tensor(rows)]
     if index.numel() and int(index.max()) >= len(split):

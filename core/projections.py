@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.device import resolve_device
 from core.mds import MDS_STARTS, classical_mds_points, mds
 from core.neighbourhood import as_tensor, knn_label_agreement, trustworthiness
 from core.tsne import TSNE_INITS, tsne
@@ -109,13 +110,6 @@ def _check_dims(dims: int) -> int:
     return int(dims)
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    """None/"auto": the GPU when there is one, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def compute(points: np.ndarray | torch.Tensor, method: str, dims: int = 3, seed: int = 0, *,
             progress: Progress | None = None, device: torch.device | str | None = None,
             **options: Any) -> tuple[np.ndarray, dict]:
@@ -126,7 +120,7 @@ def compute(points: np.ndarray | torch.Tensor, method: str, dims: int = 3, seed:
     """
     opts = method_options(method, options)
     dims = _check_dims(dims)
-    dev = _resolve_device(device)
+    dev = resolve_device(device or "auto")
     x = as_tensor(points, dev)
     if x.shape[0] < 4:
         raise ValueError(f"a projection needs at least 4 points; got {x.shape[0]}")

@@ -41,7 +41,17 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from core.runs import FORMAT, VERSION, Run, RunFormatError, checkpoints_root, open_run, runs_root
+from core.runs import (
+    FORMAT,
+    SAFE_NAME,
+    STATES,
+    VERSION,
+    Run,
+    RunFormatError,
+    open_run,
+    runs_root,
+    under_checkpoints,
+)
 
 __all__ = [
     "MAX_ARCHIVE_BYTES",
@@ -66,7 +76,6 @@ RUN_FILES = JSON_FILES + JSONL_FILES + TENSOR_FILES + TEXT_FILES
 SKIPPED_FILES = (Run.LOCK, "launch.json")  # per-machine runtime files a zipped run folder may hold
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".npz", ".joblib")
 _PROJECTION = re.compile(r"^projections/[A-Za-z0-9][A-Za-z0-9._-]{0,254}\.safetensors$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32", "U64", "I64",
                        "F64", "F8_E4M3", "F8_E5M2", "C64"}
 
@@ -255,7 +264,7 @@ def _check_config(config: dict) -> str:
         raise ArchiveError(f"config.json has format version {config.get('version')!r}; this app reads version "
                            f"{VERSION}; nothing was written")
     run_id = config.get("run_id")
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not SAFE_NAME.match(run_id):
         raise ArchiveError(f"config.json's run_id {run_id!r} is not a valid run name (letters, digits, '.', '_', "
                            f"'-'); nothing was written")
     from core.config import ConfigError, normalize_config
@@ -366,7 +375,7 @@ def _verify_on_disk(path: Path) -> Run:
     try:
         run = open_run(path)
         status = run.status()
-        if status.get("state") not in ("created", "running", "finished", "stopped", "failed", "interrupted"):
+        if status.get("state") not in (*STATES, "interrupted"):
             raise RunFormatError(f"status.json has an unknown state {status.get('state')!r}")
         run.history()
         if run.has_checkpoint:
@@ -404,11 +413,7 @@ def import_run(data: bytes | bytearray | IO[bytes] | str | Path, root: str | Pat
     run_id = _check_members(members)
 
     root = Path(root).expanduser() if root is not None else runs_root()
-    try:
-        Path(root).resolve().relative_to(checkpoints_root().resolve())
-    except ValueError:
-        pass
-    else:
+    if under_checkpoints(root):
         raise ArchiveError(f"{root} is the shipped checkpoints folder, read-only in the app; import into runs/")
     target = root / run_id
     if target.exists():

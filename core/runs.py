@@ -11,7 +11,7 @@ Roots: `runs_root()` (`$ROBUST_LOSS_LAB_RUNS`, else `<repo>/runs`: the user's) a
     delete_run(path, allow_shipped=False)    refuses non-runs, shipped runs and runs being trained
 
 Run: `.path`, `.run_id`, `.config`, `.shipped`, `.status()`, `.history()`, `.embeddings()`,
-`.load_model()`, `.load_loss()`, `.lock()`; writers used by the training engine: `write_status`,
+`.load_model()`, `.load_loss()`, `.lock()`, `.lock_holder()`; writers used by the training engine: `write_status`,
 `append_history`, `truncate_history`, `save_checkpoint`/`load_checkpoint`, `save_embeddings`; caches for
 issues 5 and 7: `save_projection`/`load_projection`, `save_probes`/`probes`.
 
@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -46,8 +46,11 @@ from safetensors.torch import load_file, save_file
 
 __all__ = [
     "FORMAT",
+    "SAFE_NAME",
+    "STATES",
     "VERSION",
     "Checkpoint",
+    "LockHolder",
     "Run",
     "RunFormatError",
     "RunInfo",
@@ -62,6 +65,8 @@ __all__ = [
     "open_run",
     "read_jsonl",
     "runs_root",
+    "under_checkpoints",
+    "write_bytes_atomic",
     "write_json_atomic",
     "write_safetensors_atomic",
 ]
@@ -70,8 +75,8 @@ REPO = Path(__file__).resolve().parents[1]
 FORMAT = "robust-loss-lab/run"
 VERSION = 1
 STATES = ("created", "running", "finished", "stopped", "failed")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A run id, or a cached projection's method/key: safe as one file name (no separators, no leading dot).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 class RunFormatError(Exception):
@@ -122,6 +127,12 @@ def _atomic(path: Path, durable: bool = True) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write `data` to `path` atomically (temporary file + rename)."""
+    with _atomic(Path(path), durable) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
@@ -185,8 +196,6 @@ def read_jsonl(path: Path) -> list[dict]:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunFormatError(f"{path} is not valid JSON ({exc})") from exc
 
@@ -197,9 +206,10 @@ def new_run_id(config: dict) -> str:
     return f"{stamp}-{config['dataset']}-{config['loss']}-z{config['latent_dim']}-{secrets.token_hex(2)}"
 
 
-def _is_under(path: Path, root: Path) -> bool:
+def under_checkpoints(path: str | Path) -> bool:
+    """Whether `path` is the shipped checkpoints folder or inside it (read-only for the app)."""
     try:
-        path.resolve().relative_to(root.resolve())
+        Path(path).resolve().relative_to(checkpoints_root().resolve())
         return True
     except (ValueError, OSError):
         return False
@@ -216,6 +226,13 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     optimizer: dict[str, torch.Tensor]
     trainer: dict[str, Any]
+
+
+class LockHolder(NamedTuple):
+    """What a run's lock file says: `pid@host` of the process that holds (or last held) the lock."""
+
+    pid: int
+    host: str | None  # None when the file names no host
 
 
 class Run:
@@ -252,7 +269,7 @@ class Run:
             raise RunFormatError(f"{config_path} lacks {', '.join(missing)}; the run is damaged")
         self.config: dict = config
         self.run_id: str = str(config["run_id"])
-        self.shipped: bool = _is_under(self.path, checkpoints_root())
+        self.shipped: bool = under_checkpoints(self.path)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -398,7 +415,7 @@ class Run:
 
     def _projection_file(self, method: str, key: str) -> Path:
         for part in (method, key):
-            if not _NAME.match(part):
+            if not SAFE_NAME.match(part):
                 raise ValueError(f"projection method/key {part!r} must be letters, digits, '.', '_' or '-'")
         return self.projections_dir / f"{method}-{key}.safetensors"
 
@@ -434,9 +451,7 @@ class Run:
         """True while a process holds the run's lock (trains into it)."""
         try:
             fd = os.open(self.path / self.LOCK, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        except PermissionError:
+        except (FileNotFoundError, PermissionError):
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -469,7 +484,8 @@ class Run:
                     if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                         raise
                     if time.monotonic() >= deadline:
-                        owner = self._lock_owner()
+                        holder = self.lock_holder()
+                        owner = f" (pid {holder.pid}@{holder.host or '?'})" if holder else ""
                         raise RunLocked(f"run {self.run_id} is being trained by another process{owner}; stop "
                                         f"that process (or wait for it) before training into {self.path}") from None
                     time.sleep(0.05)
@@ -481,12 +497,15 @@ class Run:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _lock_owner(self) -> str:
+    def lock_holder(self) -> LockHolder | None:
+        """The process the lock file names (`pid@host`, written by `lock()`), or None if there is no readable
+        one. The file is not cleared on release: whether the lock is held now is `is_locked()`."""
         try:
             text = (self.path / self.LOCK).read_text().strip()
         except OSError:
-            return ""
-        return f" (pid {text})" if text else ""
+            return None
+        pid, _, host = text.partition("@")
+        return LockHolder(int(pid), host or None) if pid.isdigit() else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -545,11 +564,11 @@ def create_run(config: dict, root: str | Path | None = None) -> Run:
     cfg = normalize_config({k: v for k, v in config.items() if k not in ("format", "version", "created")},
                            split=split if isinstance(split, dict) else None)
     run_id = config.get("run_id") or new_run_id(cfg)
-    if not _ID.match(str(run_id)):
+    if not SAFE_NAME.match(str(run_id)):
         raise ValueError(f"run id {run_id!r} must start with a letter or digit and hold only letters, digits, "
                          f"'.', '_' or '-' (at most 128)")
     root = Path(root).expanduser() if root is not None else runs_root()
-    if _is_under(root, checkpoints_root()):
+    if under_checkpoints(root):
         raise ValueError(f"{root} is the shipped checkpoints folder; train into runs/ and copy the run there")
     root.mkdir(parents=True, exist_ok=True)
     path = root / str(run_id)
@@ -595,7 +614,7 @@ def list_runs(roots: Iterable[str | Path] | None = None) -> list[RunInfo]:
                 run = Run(child)
                 out.append(RunInfo(run.path, run.run_id, run.shipped, run.config, run.status()))
             except (RunFormatError, OSError) as exc:
-                out.append(RunInfo(child.resolve(), child.name, _is_under(child, checkpoints_root()), None, None,
+                out.append(RunInfo(child.resolve(), child.name, under_checkpoints(child), None, None,
                                    str(exc)))
     out.sort(key=lambda r: (r.created, r.run_id), reverse=True)
     return out

@@ -41,8 +41,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_STOPPED = 0, 1, 2, 3, 130
+from core.engine import StopSignal
+from core.jobs import REPO, train_command, trainer_env
+from core.runs import (
+    FORMAT,
+    Run,
+    RunFormatError,
+    now_iso,
+    open_run,
+    runs_root,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_safetensors_atomic,
+)
+from core.train import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, config_args
+
 SEED_000_LOSSES = ("mse", "cauchy", "geman_mcclure", "welsch", "smooth_l1", "general", "adaptive")
 # Config fields a finished run must share with the study's request to be reused.
 _MATCH = ("dataset", "loss", "loss_alpha", "latent_dim", "epochs", "batch_size", "lr", "beta", "seed",
@@ -59,15 +72,8 @@ class RunSpec:
     config: dict
 
     def train_args(self) -> list[str]:
-        flags = {"dataset": "--dataset", "loss": "--loss", "loss_alpha": "--loss-alpha", "latent_dim": "--latent-dim",
-                 "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "beta": "--beta",
-                 "seed": "--seed", "limit_train": "--limit-train", "width": "--width", "loss_scale": "--loss-scale",
-                 "study": "--study"}
-        args = []
-        for key, flag in flags.items():
-            if self.config.get(key) is not None:
-                args += [flag, str(self.config[key])]
-        return args
+        """`core.train`'s flags for this run's config (the run id and root are added by the caller)."""
+        return config_args(self.config)
 
 
 def _csv(kind: type, text: str) -> list:
@@ -168,36 +174,27 @@ class _Log:
             print(f"core.study: {message}", file=sys.stderr, flush=True)
 
 
-class _Interrupt:
-    """SIGINT/SIGTERM while the study runs: pass SIGTERM to the training child (it checkpoints and stops)."""
+class _Interrupt(StopSignal):
+    """SIGINT/SIGTERM while the study runs (engine.StopSignal's `installed()`): record the request and pass
+    SIGTERM to the training child (it checkpoints and stops). Unlike the trainer's, a second Ctrl-C does not
+    raise here: the study keeps waiting for the child, which gets the terminal's Ctrl-C itself."""
 
     def __init__(self) -> None:
-        self.requested = False
+        super().__init__()
         self.child: subprocess.Popen | None = None
 
     def _handler(self, signum: int, _frame) -> None:
-        self.requested = True
+        self.request(f"stopped by {signal.Signals(signum).name}")
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
-
-    @contextlib.contextmanager
-    def installed(self):
-        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 def _train(spec: RunSpec, root: Path, args: argparse.Namespace, log: _Log, interrupt: _Interrupt
            ) -> tuple[str, float]:
     """Bring one run to "finished": skip, resume or train it in a `core.train` subprocess.
     Returns (outcome, wall seconds spent here)."""
-    from core.runs import RunFormatError, open_run
-
     path = root / spec.run_id
-    cmd = [sys.executable, "-m", "core.train", "--quiet"]
+    flags = ["--quiet"]
     if path.exists():
         try:
             run = open_run(path)
@@ -219,27 +216,28 @@ def _train(spec: RunSpec, root: Path, args: argparse.Namespace, log: _Log, inter
             log(f"{spec.run_id}: being trained by another process; left alone")
             return "locked", 0.0
         log(f"{spec.run_id}: {state}, resuming")
-        cmd += ["--resume", str(path)]
+        resume: Path | None = path
     else:
         log(f"{spec.run_id}: training")
-        cmd += [*spec.train_args(), "--run-id", spec.run_id, "--runs-root", str(root)]
+        resume = None
+        flags += [*spec.train_args(), "--run-id", spec.run_id, "--runs-root", str(root)]
     if args.device:
-        cmd += ["--device", args.device]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+        flags += ["--device", args.device]
     if args.step_delay:
-        cmd += ["--step-delay", str(args.step_delay)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        flags += ["--step-delay", str(args.step_delay)]
+    cmd = train_command(resume, threads=args.threads, extra_args=flags)
     started = time.perf_counter()
     # Same process group: a Ctrl-C in the terminal reaches the child too, and so does a kill of the group.
-    child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(cmd, cwd=REPO, env=trainer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
     interrupt.child = child
     try:
         _, err = child.communicate()
     finally:
         interrupt.child = None
     seconds = time.perf_counter() - started
-    outcome = {0: "trained", 1: "failed", 3: "locked", 130: "stopped"}.get(child.returncode, "error")
+    by_status = {EXIT_OK: "trained", EXIT_FAILED: "failed", EXIT_LOCKED: "locked", EXIT_STOPPED: "stopped"}
+    outcome = by_status.get(child.returncode, "error")
     if child.returncode < 0:  # killed by a signal: its last checkpoint stays, a rerun resumes it
         outcome = "stopped"
         err = f"the training process was killed by signal {-child.returncode}"
@@ -302,9 +300,7 @@ def write_figures(runs: list, rows: list[dict], folder: Path) -> list[tuple[str,
     written: list[tuple[str, str]] = []
 
     def put(name: str, data: str | bytes, caption: str) -> None:
-        tmp = folder / f".{name}.tmp"
-        (tmp.write_text if isinstance(data, str) else tmp.write_bytes)(data)
-        os.replace(tmp, folder / name)
+        write_bytes_atomic(folder / name, data.encode("utf-8") if isinstance(data, str) else data)
         written.append((name, caption))
 
     dims = sorted({r["latent_dim"] for r in rows})
@@ -324,12 +320,13 @@ def write_figures(runs: list, rows: list[dict], folder: Path) -> list[tuple[str,
     finished = [r for r in runs if r.status().get("state") == "finished" and r.has_embeddings]
     shown = [r for r in finished if r.config["latent_dim"] == dims[-1]] if dims else []
     if shown:
-        rec = compare.reconstructions(shown, n=10)
+        models = compare.load_models(shown)
+        rec = compare.reconstructions(shown, n=10, models=models)
         if rec["runs"]:
             grid = [("original", rec["originals"])] + [(r["loss_label"], r["images"]) for r in rec["runs"]]
             put("reconstructions.png", compare.image_grid_png(grid),
                 "the same validation images (one per class) and their reconstructions decoder(μ) under each loss")
-        samples = compare.prior_samples(shown, n=10)
+        samples = compare.prior_samples(shown, n=10, models=models)
         if samples:
             put("samples.png", compare.image_grid_png([(s["loss_label"], s["images"]) for s in samples]),
                 "decoder(z) for the same z ~ N(0, I) under each loss")
@@ -350,12 +347,10 @@ def write_figures(runs: list, rows: list[dict], folder: Path) -> list[tuple[str,
 def write_study(study: str, runs: list, folder: Path, meta: dict, *, figures: bool = True) -> dict:
     """Write study.json, results.csv, figures/ and report.md for `runs` into `folder`."""
     from core import compare
-    from core.runs import write_json_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = compare.results_table(runs)
-    (folder / ".results.csv.tmp").write_text(compare.table_csv(rows), encoding="utf-8")
-    os.replace(folder / ".results.csv.tmp", folder / "results.csv")
+    write_bytes_atomic(folder / "results.csv", compare.table_csv(rows).encode("utf-8"))
     written = write_figures(runs, rows, folder / "figures") if figures else []
     train_s = sum(r["train_s"] or 0.0 for r in rows)
     probe_s = sum(r["probe_s"] or 0.0 for r in rows)
@@ -413,8 +408,7 @@ def write_study(study: str, runs: list, folder: Path, meta: dict, *, figures: bo
     failed = [r for r in rows if r["state"] != "finished"]
     if failed:
         lines += ["Not finished: " + ", ".join(f"{r['run_id']} ({r['state']})" for r in failed), ""]
-    (folder / ".report.md.tmp").write_text("\n".join(lines), encoding="utf-8")
-    os.replace(folder / ".report.md.tmp", folder / "report.md")
+    write_bytes_atomic(folder / "report.md", "\n".join(lines).encode("utf-8"))
     return summary
 
 
@@ -422,7 +416,7 @@ def write_study(study: str, runs: list, folder: Path, meta: dict, *, figures: bo
 # Shipping
 
 
-_SHIPPED_FILES = ("config.json", "status.json", "history.jsonl", "model.safetensors", "probes.json")
+_SHIPPED_FILES = (Run.CONFIG, Run.STATUS, Run.HISTORY, Run.MODEL, Run.PROBES)
 
 
 def ship(runs: list, study_folder: Path | None, dest: Path, *, embeddings: int = 2000) -> list[Path]:
@@ -430,10 +424,6 @@ def ship(runs: list, study_folder: Path | None, dest: Path, *, embeddings: int =
     `dest/studies/<name>`: weights, config, status, history, probes, and the first `embeddings` validation
     embeddings with their images; not the optimiser state (a shipped run is read-only, never resumed).
     Each run is assembled in a hidden folder and renamed into place."""
-    from safetensors.torch import load_file
-
-    from core.runs import FORMAT, write_safetensors_atomic
-
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     shipped = []
@@ -446,9 +436,9 @@ def ship(runs: list, study_folder: Path | None, dest: Path, *, embeddings: int =
         for name in _SHIPPED_FILES:
             if (run.path / name).is_file():
                 shutil.copy2(run.path / name, tmp / name)
-        emb = load_file(str(run.path / "embeddings.safetensors"))
+        emb = run.embeddings()
         keep = {k: v[:embeddings] for k, v in emb.items()}
-        write_safetensors_atomic(tmp / "embeddings.safetensors", keep,
+        write_safetensors_atomic(tmp / Run.EMBEDDINGS, keep,
                                  {"format": FORMAT, "subset": f"first {len(keep['mu'])} of {len(emb['mu'])}"})
         final = dest / run.run_id
         if final.exists():
@@ -482,8 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from core import datasets
     from core.config import ConfigError
-    from core.probes import ProbeSettings, probe_run
-    from core.runs import RunFormatError, now_iso, open_run, runs_root
+    from core.probes import ProbeSettings, cached, probe_run
 
     started_at = now_iso()
     if args.dataset not in datasets.DATASET_NAMES:
@@ -533,10 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
             if run.status().get("state") != "finished":
                 continue
-            t0 = time.perf_counter()
-            results = probe_run(run, settings)
-            numbers = results["probes"]
-            log(f"{run.run_id}: probes {'reused' if time.perf_counter() - t0 < 0.5 else 'fitted'}: MLP "
+            reused = cached(run, settings) is not None
+            numbers = probe_run(run, settings)["probes"]
+            log(f"{run.run_id}: probes {'reused' if reused else 'fitted'}: MLP "
                 f"{numbers['mlp']['accuracy']:.3f}, linear {numbers['linear']['accuracy']:.3f}, k-NN "
                 f"{numbers['knn']['accuracy']:.3f}")
         if interrupt.requested:

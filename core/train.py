@@ -24,18 +24,30 @@ from typing import TextIO
 from core import datasets
 from core.config import DEFAULTS, ConfigError, normalize_config
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CONFIG_FLAGS", "EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "build_parser",
+           "config_args", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_STOPPED = 0, 1, 2, 3, 130
 
-# CLI flag -> config key, for the fields a resumed run takes from its config.json.
-_CONFIG_FLAGS = {
+# Config key -> CLI flag, for the fields a new run takes from the command line (a resumed run from its
+# config.json, so they are refused with --resume).
+CONFIG_FLAGS = {
     "dataset": "--dataset", "loss": "--loss", "loss_alpha": "--loss-alpha", "loss_scale": "--loss-scale",
     "adaptive_alpha_lo": "--adaptive-alpha-lo", "adaptive_alpha_hi": "--adaptive-alpha-hi",
     "latent_dim": "--latent-dim", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
     "beta": "--beta", "seed": "--seed", "limit_train": "--limit-train", "width": "--width", "study": "--study",
     "run_id": "--run-id", "runs_root": "--runs-root",
 }
+
+
+def config_args(config: dict) -> list[str]:
+    """The trainer's flags for the fields of `config` that have a flag and are not None, e.g.
+    {"loss": "cauchy", "latent_dim": 8} -> ["--loss", "cauchy", "--latent-dim", "8"]."""
+    args = []
+    for key, flag in CONFIG_FLAGS.items():
+        if config.get(key) is not None:
+            args += [flag, str(config[key])]
+    return args
 
 
 def _loss_names() -> list[str]:
@@ -150,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.runs import RunFormatError, RunLocked, create_run, open_run
 
     if args.resume is not None:
-        given = [flag for key, flag in _CONFIG_FLAGS.items() if getattr(args, key, None) is not None]
+        given = [flag for key, flag in CONFIG_FLAGS.items() if getattr(args, key, None) is not None]
         if given:
             _err(f"{', '.join(given)} cannot be changed when resuming: the run keeps its config.json "
                  f"(only --device, --compile, --threads and --quiet apply)")

@@ -43,25 +43,30 @@ page_header(
 )
 
 
+# The caches below take compare.fingerprint(paths) as `stamp`, so they refresh when a run moves on. It must
+# not be named with a leading underscore: Streamlit leaves such arguments out of the cache key.
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _table(paths: tuple[str, ...], _stamp: tuple) -> list[dict]:
+def _table(paths: tuple[str, ...], stamp: tuple) -> list[dict]:
     from core.runs import open_run
 
     return compare.results_table(open_run(p) for p in paths)
 
 
 @st.cache_data(max_entries=16, show_spinner="Decoding reconstructions and prior samples…")
-def _images(paths: tuple[str, ...], _stamp: tuple) -> dict[str, Any]:
+def _images(paths: tuple[str, ...], stamp: tuple) -> dict[str, Any]:
     from core.runs import open_run
 
     runs = [open_run(p) for p in paths]
-    rec = compare.reconstructions(runs, n=10)
-    samples = compare.prior_samples(runs, n=10)
+    models = compare.load_models(runs)  # once, for both the reconstructions and the samples
+    rec = compare.reconstructions(runs, n=10, models=models)
+    samples = compare.prior_samples(runs, n=10, models=models)
     out: dict[str, Any] = {"reconstructions": None, "samples": None}
     if rec["runs"]:
         grid = [("original", rec["originals"])] + [(r["loss_label"], r["images"]) for r in rec["runs"]]
         out["reconstructions"] = {"png": compare.image_grid_png(grid), "labels": [r["loss_label"] for r in rec["runs"]],
-                                  "index": rec["index"].tolist()}
+                                  "index": rec["index"].tolist(), "originals": rec["originals"] is not None}
     if samples:
         out["samples"] = {"png": compare.image_grid_png([(s["loss_label"], s["images"]) for s in samples]),
                           "labels": [s["loss_label"] for s in samples]}
@@ -69,7 +74,7 @@ def _images(paths: tuple[str, ...], _stamp: tuple) -> dict[str, Any]:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _adaptive(path: str, _stamp: tuple) -> dict | None:
+def _adaptive(path: str, stamp: tuple) -> dict | None:
     from core.runs import open_run
 
     maps = compare.adaptive_maps(open_run(path))
@@ -226,9 +231,10 @@ rec_col, sample_col = st.columns(2)
 with rec_col:
     st.subheader("Reconstructions")
     if images.get("reconstructions"):
+        top = ("Top row: validation images, one per class. Below: " if images["reconstructions"]["originals"]
+               else "The runs do not carry their images and the dataset is not installed. ")
         st.image(images["reconstructions"]["png"], output_format="PNG",
-                 caption=f"Top row: validation images, one per class. Below: decoder(μ) under each loss (latent "
-                         f"{latent}).")
+                 caption=f"{top}decoder(μ) under each loss (latent {latent}).")
         st.download_button("Download reconstructions (PNG)", images["reconstructions"]["png"],
                            file_name=f"{name}-reconstructions-z{latent}.png", mime="image/png",
                            key="compare_download_recon", icon=":material/download:")

@@ -10,15 +10,16 @@ same layout, or searched by validation index or label.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
+from core import compare
 from core import latent_view as lv
 from core import projections as pj
-from core.runs import RunFormatError, RunInfo, checkpoints_root, list_runs, open_run, runs_root
+from core.jobs import loss_label
+from core.runs import Run, RunFormatError, RunInfo, checkpoints_root, list_runs, open_run, runs_root
 from pages.chrome import fast_figure, page_header
 
 # Session-state keys, prefixed so they cannot collide with other pages' widgets.
@@ -69,47 +70,33 @@ page_header(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Cached loads (keyed by path and file time, so a retrained run is reread)
-
-
-def _stamp(path: Path, name: str) -> float:
-    try:
-        return (Path(path) / name).stat().st_mtime
-    except OSError:
-        return 0.0
+# Cached loads, keyed by path and compare.fingerprint (its files' change times), so a retrained run is
+# reread. The stamp must not start with "_": Streamlit leaves such arguments out of the cache key.
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _embeddings(path: str, _stamp_value: float) -> dict:
+def _embeddings(path: str, stamp: tuple) -> dict:
     return open_run(path).embeddings()
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def _model(path: str, _stamp_value: float) -> Any:
+def _model(path: str, stamp: tuple) -> Any:
     return open_run(path).load_model()
 
 
 def _usable_runs() -> list[RunInfo]:
-    return [r for r in list_runs() if r.error is None and (Path(r.path) / "embeddings.safetensors").is_file()]
+    # RunInfo has no has_embeddings: check Run's file by its name rather than opening every run again
+    return [r for r in list_runs() if r.error is None and (r.path / Run.EMBEDDINGS).is_file()]
 
 
 def _run_label(info: RunInfo) -> str:
-    cfg = info.config or {}
-    alpha = cfg.get("loss_alpha")
-    loss = f"{info.loss}" + (f" (α={alpha:g})" if isinstance(alpha, (int, float)) else "")
     where = " · shipped" if info.shipped else ""
-    return f"{loss} · {info.dataset} · z{info.latent_dim} · {info.run_id}{where}"
+    return f"{loss_label(info.config or {})} · {info.dataset} · z{info.latent_dim} · {info.run_id}{where}"
 
 
-def _class_names(config: dict, labels: np.ndarray) -> list[str]:
-    try:
-        from core.datasets import dataset_info
-
-        names = list(dataset_info(config["dataset"]).classes)
-    except (KeyError, ValueError):
-        names = []
-    top = int(labels.max()) + 1 if labels.size else 0
-    return names + [str(i) for i in range(len(names), top)]
+def _title(info: RunInfo) -> str:
+    """A chart's or a detail's heading: the loss and the run."""
+    return f"{loss_label(info.config or {})} · {info.run_id}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,11 +113,12 @@ if not runs:
     st.stop()
 
 by_path = {str(r.path): r for r in runs}
+# Each study's runs that have embeddings, in the study's loss order (as on the Compare page).
 studies: dict[str, list[RunInfo]] = {}
-for info in runs:
-    name = (info.config or {}).get("study")
-    if name:
-        studies.setdefault(name, []).append(info)
+for found in compare.list_studies():
+    usable = [by_path[str(r.path)] for r in found.runs if str(r.path) in by_path]
+    if usable:
+        studies[found.name] = usable
 
 controls = st.columns([1.2, 2.2, 1.2])
 with controls[0]:
@@ -141,8 +129,7 @@ with controls[0]:
 with controls[1]:
     paths = list(by_path)
     if mode == "grid":
-        study_names = sorted(studies)
-        study = st.selectbox("Study", study_names, key=STUDY_KEY,
+        study = st.selectbox("Study", list(studies), key=STUDY_KEY,
                              format_func=lambda s: f"{s} ({len(studies[s])} runs)")
         chosen = [str(r.path) for r in studies[study]]
         if len(chosen) > MAX_GRID:
@@ -254,7 +241,7 @@ def _traces(coords: np.ndarray, labels: np.ndarray, index: np.ndarray, names: li
     visible = np.isfinite(coords).all(1)
     for cls in np.unique(labels):
         rows = np.flatnonzero((labels == cls) & visible)
-        name = names[cls] if cls < len(names) else str(cls)
+        name = names[cls]
         trace: dict[str, Any] = {
             "type": kind, "mode": "markers", "name": name, "legendgroup": name,
             "marker": {"size": marker if kind == "scatter3d" else marker + 3, "color": PALETTE[cls % len(PALETTE)],
@@ -365,12 +352,12 @@ for i, path in enumerate(shown):
     proj = layouts[path]
     assert proj is not None
     info = by_path[path]
-    emb = _embeddings(path, _stamp(info.path, "embeddings.safetensors"))
-    names = _class_names(info.config or {}, proj.labels)
+    emb = _embeddings(path, compare.fingerprint([path]))
+    names = lv.class_names(info.config or {}, proj.labels)
     coords = pj.display_coords(proj.coords, scale, hide)
     row = _selected_row(emb)
     neighbours = lv.latent_neighbours(emb["mu"], row, NEIGHBOURS)[0] if row is not None else None
-    title = f"{_run_label(info).split(' · ')[0]} · {info.run_id}"
+    title = _title(info)
     with columns[i % grid_cols]:
         st.plotly_chart(figure_3d(title, coords, proj.labels, proj.index, names, row, neighbours,
                                   f"{revision}-{info.run_id}", narrow=grid_cols > 1),
@@ -400,10 +387,10 @@ with pick_cols[1]:
         detail_paths = [pick_path]
     plane = PLANES[st.radio("Plane", list(PLANES), horizontal=True, key=PLANE_KEY)]
     pick_info = by_path[pick_path]
-    pick_emb = _embeddings(pick_path, _stamp(pick_info.path, "embeddings.safetensors"))
+    pick_emb = _embeddings(pick_path, compare.fingerprint([pick_path]))
     pick_labels = pick_emb["labels"].numpy()
     pick_index = pick_emb["index"].numpy()
-    pick_names = _class_names(pick_info.config or {}, pick_labels)
+    pick_names = lv.class_names(pick_info.config or {}, pick_labels)
     typed = st.number_input("Validation index", min_value=0, value=None, step=1, key=INDEX_KEY,
                             placeholder="type an index")
     if typed is not None and st.button("Show this index", key="emb_show_index"):
@@ -413,7 +400,7 @@ with pick_cols[1]:
             st.warning(f"index {int(typed)} is not among this run's {len(pick_index):,} validation points")
     present = [int(c) for c in np.unique(pick_labels)]
     label = st.selectbox("Or a label", present, key=LABEL_KEY,
-                         format_func=lambda c: pick_names[c] if c < len(pick_names) else str(c))
+                         format_func=lambda c: pick_names[c])
     if st.button("Next point with this label", key="emb_next_label"):
         rows = lv.find_rows(pick_index, pick_labels, label=label)
         current = st.session_state.get(SELECTED_KEY)
@@ -454,21 +441,20 @@ else:
     detail_cols = st.columns(len(detail_paths)) if detail_paths else []
     for col, path in zip(detail_cols, detail_paths, strict=False):
         info = by_path[path]
-        emb = _embeddings(path, _stamp(info.path, "embeddings.safetensors"))
+        emb = _embeddings(path, compare.fingerprint([path]))
         row = _selected_row(emb)
         with col:
-            st.markdown(f"**{_run_label(info).split(' · ')[0]}** · {info.run_id}")
+            st.markdown(f"**{loss_label(info.config or {})}** · {info.run_id}")
             if row is None:
                 st.warning(f"index {selected} is not in this run's validation embeddings")
                 continue
             try:
-                model = _model(path, _stamp(info.path, "model.safetensors"))
+                model = _model(path, compare.fingerprint([path]))
                 detail = lv.point_detail(open_run(path), row, NEIGHBOURS, embeddings=emb, model=model)
             except (RunFormatError, OSError, RuntimeError) as exc:
                 st.error(f"could not decode this point: {exc}")
                 continue
-            names = _class_names(info.config or {}, emb["labels"].numpy())
-            label_name = names[detail.label] if detail.label < len(names) else str(detail.label)
+            names = lv.class_names(info.config or {}, emb["labels"].numpy())
             pair = st.columns(2)
             if detail.image is not None:
                 pair[0].image(lv.to_display(detail.image[None])[0], caption=f"image · index {detail.index}",
@@ -477,14 +463,14 @@ else:
                 pair[0].caption("the run does not carry its images and the dataset is not installed")
             pair[1].image(lv.to_display(detail.reconstruction[None])[0], caption="reconstruction, decoder(μ)",
                           width=112, clamp=True)
-            st.caption(f"label {label_name} · {NEIGHBOURS} nearest in latent space "
+            st.caption(f"label {names[detail.label]} · {NEIGHBOURS} nearest in latent space "
                        f"({sum(int(v) == detail.label for v in detail.neighbour_labels)} share its label):")
             if detail.neighbour_images is not None:
                 st.image(list(lv.to_display(detail.neighbour_images)), width=56, clamp=True,
-                         caption=[f"{names[int(c)] if int(c) < len(names) else c} · {d:.2f}"
+                         caption=[f"{names[int(c)]} · {d:.2f}"
                                   for c, d in zip(detail.neighbour_labels, detail.neighbour_distances, strict=True)])
             else:
-                st.caption(", ".join(f"index {int(i)} ({names[int(c)] if int(c) < len(names) else c}, {d:.2f})"
+                st.caption(", ".join(f"index {int(i)} ({names[int(c)]}, {d:.2f})"
                                      for i, c, d in zip(detail.neighbour_index, detail.neighbour_labels,
                                                         detail.neighbour_distances, strict=True)))
             view["detail"][info.run_id] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -39,13 +40,21 @@ st.markdown(
     f"**{info['threads']}** CPU thread(s) for torch"
 )
 
+RUN_COLUMNS = ("run", "state", "dataset", "loss", "epoch", "where")  # of core.jobs.run_table()
 
-def _not_available(what: str, module: str, error: Exception) -> None:
-    st.info(
-        f"{what} not available yet: `{module}` could not be used ({type(error).__name__}: {error}). "
-        "The rest of the lab works without it.",
-        icon=":material/hourglass_empty:",
-    )
+
+def _rows_or_note(rows: Callable[[], list[dict[str, Any]]], what: str, module: str) -> list[dict[str, Any]] | None:
+    """rows(), or None after a note saying `module` could not be used: the home page must never raise,
+    whatever state the data and run modules are in (a partial checkout, a broken install)."""
+    try:
+        return rows()
+    except Exception as error:
+        st.info(
+            f"{what} not available yet: `{module}` could not be used ({type(error).__name__}: {error}). "
+            "The rest of the lab works without it.",
+            icon=":material/hourglass_empty:",
+        )
+        return None
 
 
 def _dataset_rows() -> list[dict[str, Any]]:
@@ -63,35 +72,18 @@ def _dataset_rows() -> list[dict[str, Any]]:
 
 
 def _run_rows() -> list[dict[str, Any]]:
+    # core.runs by name, not only through core.jobs: a core.jobs imported earlier would hide its absence
+    from core.jobs import run_table
     from core.runs import list_runs
 
-    rows = []
-    for run in list_runs():
-        config: dict[str, Any] = dict(getattr(run, "config", None) or {})
-        status: dict[str, Any] = dict(getattr(run, "status", None) or {})
-        epoch, epochs = status.get("epoch"), status.get("epochs") or config.get("epochs")
-        rows.append(
-            {
-                "run": getattr(run, "run_id", "?"),
-                "dataset": config.get("dataset", ""),
-                "loss": config.get("loss", ""),
-                "state": status.get("state", ""),
-                "epoch": f"{epoch}/{epochs}" if epoch is not None and epochs else "",
-                "shipped": "yes" if getattr(run, "shipped", False) else "",
-            }
-        )
-    return rows
+    return [{key: row[key] for key in RUN_COLUMNS} for row in run_table(list_runs())]
 
 
 data_col, runs_col = st.columns(2)
 with data_col:
     st.subheader("Datasets")
-    # The home page must never raise, whatever state the data and run modules are in.
-    try:
-        dataset_rows = _dataset_rows()
-    except Exception as error:
-        _not_available("The dataset list is", "core.datasets", error)
-    else:
+    dataset_rows = _rows_or_note(_dataset_rows, "The dataset list is", "core.datasets")
+    if dataset_rows is not None:
         if dataset_rows:
             st.dataframe(
                 [{key: row[key] for key in ("dataset", "found", "where")} for row in dataset_rows],
@@ -109,11 +101,8 @@ with data_col:
 
 with runs_col:
     st.subheader("Runs")
-    try:
-        run_rows = _run_rows()
-    except Exception as error:
-        _not_available("The run list is", "core.runs", error)
-    else:
+    run_rows = _rows_or_note(_run_rows, "The run list is", "core.runs")
+    if run_rows is not None:
         if run_rows:
             st.dataframe(run_rows, hide_index=True)
         else:

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from core import jobs
-from core.config import DEFAULTS, ConfigError
+from core.config import ALPHA_LOSSES, DEFAULTS, UNSCALED_LOSSES, ConfigError
 from core.datasets import DATASET_NAMES, dataset_status
 from core.losses import LOSSES
 from core.run_archive import ArchiveError, archive_name, export_run, import_run
@@ -57,7 +57,6 @@ FORM_DEFAULTS: dict[str, Any] = {
 }
 STATE_ICONS = {"starting": "⏳", "running": "▶️", "stopping": "⏹️", "finished": "✅", "stopped": "⏸️",
                "interrupted": "⚠️", "failed": "❌", "launch failed": "❌", "created": "🆕", "broken": "🚫"}
-UNSCALED = ("mse", "l1", "adaptive")  # no user-set c: MSE/L1 have none, the adaptive loss learns its own
 
 for _key, _value in FORM_DEFAULTS.items():
     st.session_state.setdefault(_key, _value)
@@ -66,6 +65,11 @@ st.session_state.setdefault(UPLOAD_GEN_KEY, 0)
 
 def _flash(kind: str, text: str) -> None:
     st.session_state[FLASH_KEY] = (kind, text)
+
+
+def _takes_scale(loss: str) -> bool:
+    """Whether the form offers c: not for a loss without one, nor for one that learns its own (adaptive)."""
+    return loss not in UNSCALED_LOSSES and not LOSSES[loss].learnable
 
 
 def _form_config() -> dict[str, Any]:
@@ -77,13 +81,11 @@ def _form_config() -> dict[str, Any]:
         "batch_size": int(s[BATCH_KEY]), "lr": float(s[LR_KEY]), "beta": float(s[BETA_KEY]),
         "device": s[DEVICE_KEY], "seed": int(s[SEED_KEY]),
     }
-    if loss == "general":
-        config["loss_alpha"] = float(s[ALPHA_KEY])
-    elif loss == "students_t":
-        config["loss_alpha"] = float(s[NU_KEY])
+    if loss in ALPHA_LOSSES:  # the form's input for it: ν for Student's t, α for the general loss
+        config["loss_alpha"] = float(s[NU_KEY if loss == "students_t" else ALPHA_KEY])
     elif loss == "adaptive":
         config["adaptive_alpha_lo"], config["adaptive_alpha_hi"] = float(s[LO_KEY]), float(s[HI_KEY])
-    if loss not in UNSCALED:
+    if _takes_scale(loss):
         scale = s.get(SCALE_KEY + "_" + loss)
         if scale is not None and abs(float(scale) - LOSSES[loss].default_scale) > 1e-12:
             config["loss_scale"] = float(scale)
@@ -302,7 +304,7 @@ with st.container(border=True):
             lo.number_input("lowest α", min_value=-10.0, max_value=10.0, step=0.5, key=LO_KEY,
                             help="α is learned per pixel inside [lowest, highest]; the likelihood needs α ≥ 0.")
             hi.number_input("highest α", min_value=-10.0, max_value=10.0, step=0.5, key=HI_KEY)
-        if loss not in UNSCALED:
+        if _takes_scale(loss):
             st.number_input("scale c", min_value=1e-4, max_value=100.0, value=LOSSES[loss].default_scale,
                             step=0.01, format="%.4g", key=f"{SCALE_KEY}_{loss}",
                             help="Residuals are measured in units of c (pixels are in [0, 1]).")
@@ -358,7 +360,7 @@ else:
             run = open_run(row["path"])
             p = jobs.progress(run)
             st.markdown(f"**{run.run_id}** · {row['dataset']} · {row['loss']} · latent {row['latent']} · "
-                        f"{row['where']} · created {row['age']} ago".replace("just now ago", "just now"))
+                        f"{row['where']} · age {row['age']}")
             st.progress(p.fraction, text=_progress_text(p))
             if p.message:
                 (st.error if p.state in ("failed", "launch failed") else st.caption)(p.message)

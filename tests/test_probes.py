@@ -114,6 +114,24 @@ def test_knn_probabilities_follow_the_formula() -> None:
     assert result["by_k"]["4"]["cross_entropy"] == pytest.approx(float(-p0.log().mean()), rel=1e-5)
 
 
+def test_knn_chooses_k_on_the_training_set_never_on_the_test_set() -> None:
+    # Two classes split by the first coordinate, 20 % of training labels flipped: many voters help.
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(200, 4, generator=g)
+    labels = (mu[:, 0] > 0).long()
+    labels = torch.where(torch.rand(200, generator=g) < 0.2, 1 - labels, labels)
+    train = LatentSet(mu, torch.zeros_like(mu), labels)
+    query = torch.randn(40, 4, generator=torch.Generator().manual_seed(104))
+    test = LatentSet(query, torch.zeros_like(query), (query[:, 0] > 0).long())
+    result = knn_probe(train, test, 2, ProbeSettings(ks=(1, 5, 25)))
+    loo = result["train_loo_by_k"]
+    assert loo["25"]["accuracy"] > loo["5"]["accuracy"] > loo["1"]["accuracy"]
+    # this test set happens to favour k = 5; the reported k must still be the training set's choice
+    assert result["by_k"]["5"]["accuracy"] > result["by_k"]["25"]["accuracy"]
+    assert result["best_k"] == 25
+    assert result["accuracy"] == result["by_k"]["25"]["accuracy"]
+
+
 def test_probe_train_and_test_images_must_not_overlap() -> None:
     mu = torch.randn(6, 3)
     train = LatentSet(mu, mu, torch.tensor([0, 1, 0, 1, 0, 1]), "train", "train", torch.arange(6),

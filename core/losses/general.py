@@ -297,6 +297,13 @@ def rho(x: TensorLike, alpha: TensorLike, scale: TensorLike = 1.0) -> torch.Tens
     ρ(x, α, c) = |α−2|/α · (((x/c)²/|α−2| + 1)^{α/2} − 1), for every real α and α = ±∞.
     Differentiable in x, α and c; bf16/fp16 inputs are computed in float32 and returned in their dtype.
     """
+    if (isinstance(alpha, (int, float)) and isinstance(scale, (int, float)) and isinstance(x, torch.Tensor)
+            and x.is_floating_point() and x.dtype != torch.float64):
+        # Plain numbers go straight to the fixed-shape path: turned into device tensors, reading them
+        # back would cost a host-device sync every training step.
+        if not scale > 0:
+            raise ValueError(f"scale c must be > 0; got {scale} (use a small positive c instead)")
+        return FixedShapeLoss.apply(x, float(alpha), float(scale))
     x, alpha, scale, _ = _as_tensors(x, alpha, scale)
     _check_scale(scale)
     fixed = alpha.numel() == 1 and scale.numel() == 1 and not (alpha.requires_grad or scale.requires_grad)

@@ -100,7 +100,7 @@ def _load_table(path: Path) -> dict[str, torch.Tensor] | None:
             settings = json.loads((f.metadata() or {}).get("settings", "null"))
     except (OSError, ValueError):
         return None
-    if settings != json.loads(json.dumps(_SETTINGS, sort_keys=True)):
+    if settings != _SETTINGS:
         return None
     return load_file(str(path))
 
@@ -110,6 +110,13 @@ def partition_table() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """(knots, log Z at knots, d log Z/dα at knots, log Z(∞)), float64 on the CPU, loaded once."""
     table = _load_table(TABLE_PATH) or compute_partition_table()
     return table["knots"], table["log_z"], table["dlog_z"], float(table["log_z_inf"])
+
+
+@functools.lru_cache(maxsize=4)
+def _table_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The partition table on `device`, copied there once (not at every call)."""
+    knots, values, slopes, log_z_inf = partition_table()
+    return knots.to(device), values.to(device), slopes.to(device), log_z_inf
 
 
 def _hermite(alpha: torch.Tensor, knots: torch.Tensor, values: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
@@ -138,8 +145,7 @@ def log_partition(alpha: torch.Tensor | float) -> torch.Tensor:
             "log Z(α) is infinite for α < 0: the general distribution exists only for α ≥ 0. "
             "Use rho() for α < 0, or constrain α to [0, ∞) (AdaptiveLoss does)."
         )
-    knots, values, slopes, log_z_inf = partition_table()
-    knots, values, slopes = (t.to(alpha.device) for t in (knots, values, slopes))
+    knots, values, slopes, log_z_inf = _table_on(alpha.device)
     a = alpha.double()
     finite = torch.isfinite(a)
     a_in = torch.where(finite & (a <= knots[-1]), a, knots[-1])

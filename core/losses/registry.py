@@ -85,9 +85,16 @@ class GeneralRho(nn.Module):
         super().__init__()
         self.register_buffer("alpha", torch.tensor(float(alpha)))
         self.register_buffer("scale", torch.tensor(float(scale)))
+        # The same values as Python numbers, which rho() uses without reading a (GPU) tensor each step.
+        self.register_load_state_dict_post_hook(GeneralRho._reread)
+        GeneralRho._reread(self, None)
+
+    @staticmethod
+    def _reread(module: GeneralRho, _incompatible: object) -> None:
+        module._numbers = (float(module.alpha), float(module.scale))
 
     def forward(self, residual: torch.Tensor) -> torch.Tensor:
-        return rho(residual.float(), self.alpha, self.scale)
+        return rho(residual.float(), *self._numbers)
 
 
 class SquaredError(nn.Module):
