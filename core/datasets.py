@@ -470,9 +470,21 @@ def download(name: str, root: Path | None = None) -> Path:
 
     if info.kind == "idx":
         cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST}[name]
-        # Constructing the dataset downloads the raw IDX files into <root>/<Class>/raw and reads them
-        # with torchvision's own IDX reader (no pickle involved).
-        cls(str(root), train=True, download=True)
+        # The raw IDX archives into <root>/<Class>/raw (torchvision's layout, its URLs and MD5s), fetched
+        # directly: constructing the dataset would also read the whole train split for nothing, and would
+        # torch.load a `processed/` file if one were lying there.
+        raw = root / cls.__name__ / "raw"
+        for filename, md5 in cls.resources:
+            errors = []
+            for mirror in cls.mirrors:
+                try:
+                    download_and_extract_archive(f"{mirror}{filename}", str(raw), filename=filename, md5=md5)
+                    break
+                except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad checksum a RuntimeError
+                    errors.append(f"{mirror}: {exc}")
+            else:
+                raise DatasetMissing(f"could not download {filename} for {info.title}:\n  " + "\n  ".join(errors)
+                                     + f"\nTo fix:\n{_fix(info, root)}")
     else:
         # The python batches, as torchvision fetches them (URL and MD5 from torchvision); we read them
         # with core.safe_pickle instead of letting torchvision unpickle them.

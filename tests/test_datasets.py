@@ -246,3 +246,39 @@ def test_command_line_status_and_digits_download(empty_root, capsys):
     assert "missing cifar10" in out and "python -m core.datasets download cifar10" in out
     assert datasets._main(["download", "digits"]) == 0  # bundled: nothing to fetch
     assert capsys.readouterr().out.strip().endswith("digits.csv.gz")
+
+
+def test_download_fetches_idx_archives_over_http_and_checks_them(empty_root, tmp_path, monkeypatch):
+    """`download` against a real local HTTP server serving archives in the original format: the files
+    land in torchvision's layout and load; a bad checksum or a dead mirror is refused with the fix."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    import torchvision.datasets as tvd
+
+    served = tmp_path / "mirror"
+    arrays = write_idx_dataset(served, n_train=40, n_test=12)
+    resources = [(f"{stem}.gz", hashlib.md5((served / f"{stem}.gz").read_bytes()).hexdigest()) for stem in arrays]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        monkeypatch.setattr(tvd.KMNIST, "mirrors", ["http://127.0.0.1:9/", url])  # the first one is dead
+        monkeypatch.setattr(tvd.KMNIST, "resources", resources)
+        folder = datasets.download("kmnist", empty_root)
+        assert folder == empty_root / "KMNIST" / "raw"
+        test = load_split("kmnist", "test")
+        assert np.array_equal(test.images[:, 0].numpy(), arrays["t10k-images-idx3-ubyte"])
+        assert not (empty_root / "KMNIST" / "processed").exists()  # nothing for torch.load to meet later
+        monkeypatch.setattr(tvd.MNIST, "mirrors", [url])
+        monkeypatch.setattr(tvd.MNIST, "resources", [(name, "0" * 32) for name, _ in resources])
+        with pytest.raises(DatasetMissing, match=r"could not download train-images-idx3-ubyte\.gz"):
+            datasets.download("mnist", empty_root)
+    finally:
+        server.shutdown()
+        server.server_close()
+

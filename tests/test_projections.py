@@ -292,3 +292,11 @@ def test_point_detail_reconstruction_and_neighbours(trained_run):
     assert list(detail.neighbour_rows) == list(rows) and row not in rows
     assert np.all(np.diff(dist) >= 0) and dist[0] > 0
     assert to_display(reconstruct(model, emb["mu"][:3])).shape == (3, 8, 8)
+
+
+def test_the_seed_keys_only_layouts_it_changes():
+    points = mixture(50, 8)[0]
+    pca = {pj.projection_key("pca", 3, seed, {}, "mu", points) for seed in (0, 1, 7)}
+    tsne_keys = {pj.projection_key("tsne", 3, seed, {}, "mu", points) for seed in (0, 1, 7)}
+    sampled = {pj.projection_key("pca", 3, seed, {}, "sample", points) for seed in (0, 1)}
+    assert len(pca) == 1 and len(tsne_keys) == 3 and len(sampled) == 2
