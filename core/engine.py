@@ -20,19 +20,17 @@ How a step works (no DataLoader, no host round trip):
   stops the run as "failed" with the reason. Checkpoints are written only after the check passes (and
   the weights are checked finite), so the last checkpoint is always a good one.
 
-What it writes (core.runs does the writing, atomically):
-- status.json at start, at most every 0.5 s while running, at each epoch end and at the end:
-  state, epoch (completed epochs), epochs, step (global optimiser step), epoch_step, steps_per_epoch,
-  total_steps, pid, host, device, world_size, started, finished, message, eta_s, images_per_s, and at
-  an epoch's end last_epoch (that epoch's validation metrics).
-- history.jsonl: {"kind": "step", "epoch" (in progress), "epoch_step", "step" (global), "epoch_float",
-  "time" (unix s), "elapsed_s", "loss", "recon", "kl", "images_per_s"} every `log_every` steps, and
-  {"kind": "epoch", ... + "val_loss", "val_recon", "val_kl", "active_units", "alpha_mean",
-  "scale_mean", "epoch_s"} per epoch (loss/recon/kl there are the epoch's training means).
-  On resume, records after the checkpoint are dropped, so the history reads as one run.
-- a checkpoint at each epoch end and when stopped by SIGINT/SIGTERM (mid-epoch: the position in the
-  epoch is saved too); model.safetensors holds the VAE and, under `loss.`, the loss's tensors.
-- embeddings.safetensors at the end (validation μ, log σ², labels, images when small).
+What it writes (core.runs does the writing, atomically; the files are described once, in
+docs/RUN_FORMAT.md): status.json (at most every 0.5 s, at each epoch end and at the end), history.jsonl
+(a step record every `log_every` steps, an epoch record per epoch), a checkpoint at each epoch end and
+when stopped by SIGINT/SIGTERM (committed in one rename, signals held off while it commits), and at the
+end the weights and the validation embeddings. On resume, records after the checkpoint are dropped,
+so the history reads as one run; a run whose epochs are all trained but whose finishing steps were
+cut off is finished by `--resume`.
+
+Failure: a NaN/Inf loss or weights, or a loss that grows DIVERGENCE_FACTOR-fold over its first
+values, stops the run as "failed" with the reason; the last checkpoint (written only after the checks
+passed) is kept.
 
 Data parallel: run under `torchrun --nproc_per_node=N -m core.train ...`; each rank takes every N-th
 image of each global batch (with the matching rows of ε) and scales its loss by N / batch size, so the
@@ -78,6 +76,10 @@ __all__ = [
 
 EMBEDDING_IMAGE_BYTES = 16 * 1024 * 1024  # images are saved with the embeddings up to this size
 STATUS_INTERVAL_S = 0.5
+# Divergence: a training or validation loss (per image) whose size passes DIVERGENCE_FACTOR times the
+# size of the run's first loss (the untrained model's, on the first batch; at least 1) has blown up,
+# even while finite. A healthy run's loss falls from there; it does not grow a thousandfold.
+DIVERGENCE_FACTOR = 1e3
 
 
 class AlreadyFinished(Exception):
@@ -145,10 +147,14 @@ class StopSignal:
     """A stop request, set by SIGINT/SIGTERM (while `installed()`) or by calling `request()`.
 
     The loop finishes its step, checkpoints and marks the run stopped. A second SIGINT while stopping
-    raises KeyboardInterrupt (to get out of a stuck step)."""
+    raises KeyboardInterrupt (to get out of a stuck step), except inside `shielded()`, which a checkpoint's
+    commit runs in: there it is held back and raised when the commit is complete, so no signal ever
+    leaves a checkpoint half-written."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self._shield_depth = 0
+        self._held_interrupt = False
 
     @property
     def requested(self) -> bool:
@@ -160,8 +166,23 @@ class StopSignal:
 
     def _handler(self, signum: int, _frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
+            if self._shield_depth:
+                self._held_interrupt = True
+                return
             raise KeyboardInterrupt
         self.request(f"stopped by {signal.Signals(signum).name}")
+
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[None]:
+        """Run the block to its end whatever signals arrive; a forced interrupt is raised after it."""
+        self._shield_depth += 1
+        try:
+            yield
+        finally:
+            self._shield_depth -= 1
+        if not self._shield_depth and self._held_interrupt:
+            self._held_interrupt = False
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopSignal]:
@@ -251,10 +272,6 @@ class _Failure(Exception):
     """Training produced a non-finite value; the run is marked failed with this message."""
 
 
-def _finite(values: list[float]) -> bool:
-    return all(math.isfinite(v) for v in values)
-
-
 class _Trainer:
     def __init__(self, run: Run, data: TrainingData, device: torch.device, ctx: DistContext, compile_: bool,
                  stop: StopSignal, on_progress: Callable[[dict], None] | None,
@@ -288,6 +305,9 @@ class _Trainer:
             module = torch.compile(module, dynamic=False)
         self.module = module
 
+        self.acc = torch.zeros(2, device=device)  # recon, kl sums since the last log point (this rank)
+        self.window_images = 0  # images in those sums (all ranks)
+        self.loss_reference: float | None = None  # see DIVERGENCE_FACTOR
         self.global_step = 0
         self.saved_step = -1
         self.epoch_done = 0
@@ -320,6 +340,14 @@ class _Trainer:
         self.epoch_acc = list(t["epoch_acc"])
         self.epoch_time = float(t.get("epoch_time_s", 0.0))
         self.elapsed = float(t.get("elapsed_s", 0.0))
+        # The sums of a log window cut short by a stop: restored as they were, so the run logs at the same
+        # steps and sums in the same order as an uninterrupted one (the same history, to the last digit).
+        window = t.get("window") or [0.0, 0.0, 0]
+        self.acc = torch.tensor(window[:2], dtype=torch.float32, device=self.device)
+        self.window_images = int(window[2])
+        self.loss_reference = t.get("loss_reference")
+        if isinstance(t.get("log_every"), int) and t["log_every"] > 0:
+            self.log_every = t["log_every"]  # log at the same steps as before the stop
         _set_rng_state(t.get("rng", {}))
         if t.get("steps_per_epoch") != self.steps:
             raise ValueError(f"the checkpoint has {t.get('steps_per_epoch')} steps per epoch, this setup "
@@ -333,16 +361,27 @@ class _Trainer:
         self.saved_step = self.global_step
         if not self.ctx.is_main:
             return
-        model = dict(self.objective.model.state_dict())
-        model.update({f"loss.{k}": v for k, v in self.objective.loss.state_dict().items()})
+        with self.stop.shielded():  # a signal now waits until the checkpoint is committed
+            self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        model = self._model_tensors()
         opt_tensors, opt_meta = _optimizer_to_files(self.optimizer)
         trainer = {
             "global_step": self.global_step, "epoch": self.epoch_done, "epoch_step": self.epoch_step,
             "steps_per_epoch": self.steps, "epoch_acc": self.epoch_acc, "epoch_time_s": self.epoch_time,
             "elapsed_s": self.elapsed, "seed": self.seed, "world_size": self.ctx.world_size,
             "optimizer": opt_meta, "rng": _rng_state(), "saved": now_iso(),
+            "window": [*(float(v) for v in self.acc.tolist()), self.window_images],
+            "loss_reference": self.loss_reference, "log_every": self.log_every,
         }
         self.run.save_checkpoint(Checkpoint(model, opt_tensors, trainer))
+
+    def _model_tensors(self) -> dict[str, torch.Tensor]:
+        """What model.safetensors holds: the network's state and, under `loss.`, the loss's."""
+        model = dict(self.objective.model.state_dict())
+        model.update({f"loss.{k}": v for k, v in self.objective.loss.state_dict().items()})
+        return model
 
     def _check_weights(self) -> None:
         with torch.no_grad():
@@ -375,14 +414,19 @@ class _Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         resumed = self.restore()
-        if self.epoch_done >= self.epochs and self.run.has_embeddings:
+        if self.epoch_done >= self.epochs and self.run.has_embeddings and \
+                self.run.status().get("state") == "finished":
             raise AlreadyFinished(f"run {self.run.run_id} has already trained its {self.epochs} epochs")
         if self.ctx.is_main:
             gs, ep = self.global_step, self.epoch_done
-            self.run.truncate_history(lambda r: (r.get("kind") == "epoch" and r.get("epoch", 0) <= ep)
-                                      or (r.get("kind") == "step" and r.get("step", 0) <= gs))
-        self.message = (f"resumed at epoch {self.epoch_done + 1}, step {self.epoch_step} of {self.steps}"
-                        if resumed else "")
+            self.run.truncate_history(lambda r: (r["kind"] == "epoch" and (r.get("epoch") or 0) <= ep)
+                                      or (r["kind"] == "step" and (r.get("step") or 0) <= gs))
+        if not resumed:
+            self.message = ""
+        elif self.epoch_done >= self.epochs:
+            self.message = "all epochs trained; finishing (weights, embeddings)"
+        else:
+            self.message = f"resumed at epoch {self.epoch_done + 1}, step {self.epoch_step} of {self.steps}"
         self.report(force=True)
         try:
             if self.epoch_done < self.epochs:
@@ -393,7 +437,7 @@ class _Trainer:
         except _Failure as exc:
             kept = (f"the checkpoint of epoch {self.epoch_done} (step {self.saved_step}) is kept"
                     if self.saved_step >= 0 else "no checkpoint had been written yet")
-            self.message = f"{exc}; {kept}. Lower --lr or change the loss and train a new run"
+            self.message = f"{exc}; {kept}. Lower the learning rate (--lr) or change the loss, and train a new run"
             self.report("failed", force=True, finished=now_iso())
             return TrainResult("failed", self.epoch_done, self.global_step, self.message, self.run)
         return TrainResult("finished", self.epoch_done, self.global_step, self.message, self.run)
@@ -408,11 +452,23 @@ class _Trainer:
         flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.ctx.comm_device())
         return bool(self.ctx.all_reduce_max(flag).item() > 0)
 
+    def _check_loss(self, loss: float, where: str) -> None:
+        """_Failure when a per-image loss is NaN/Inf or has grown DIVERGENCE_FACTOR-fold over the first one."""
+        if not math.isfinite(loss):
+            raise _Failure(f"the loss became {'NaN' if math.isnan(loss) else 'Inf'} {where}")
+        reference = max(1.0, abs(self.loss_reference or 0.0))
+        if abs(loss) > DIVERGENCE_FACTOR * reference:
+            raise _Failure(f"the training diverged: the loss reached {loss:.3g} {where}, over "
+                           f"{DIVERGENCE_FACTOR:g} times its first value ({self.loss_reference:.3g})")
+
+    def _set_reference(self, global_batch: int) -> None:
+        """The first step's loss per image (one sync, once per run): the scale divergence is judged by."""
+        recon, kl = self._sync_stats(self.acc)
+        self.loss_reference = (recon + self.beta * kl) / max(1, global_batch)
+
     def _epochs(self) -> TrainResult | None:
         images = self.data.train.images
         rank, world = self.ctx.rank, self.ctx.world_size
-        acc = torch.zeros(2, device=self.device)  # recon, kl sums since the last log point (this rank)
-        window_images = 0
         for epoch in range(self.epoch_done + 1, self.epochs + 1):
             perm = epoch_permutation(self.seed, epoch, self.n).to(self.device)
             t_epoch = time.perf_counter() - self.epoch_time  # a resumed epoch keeps its earlier time
@@ -428,8 +484,10 @@ class _Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                acc += torch.stack([recon_sum.detach(), kl_sum.detach()])
-                window_images += global_batch
+                self.acc += torch.stack([recon_sum.detach(), kl_sum.detach()])
+                self.window_images += global_batch
+                if self.loss_reference is None:
+                    self._set_reference(global_batch)
                 self.global_step += 1
                 self.epoch_step = s + 1
                 if self.on_step is not None:
@@ -437,19 +495,22 @@ class _Trainer:
                 if self.step_delay:
                     time.sleep(self.step_delay)
                 last = self.epoch_step == self.steps
-                if last or self.epoch_step % self.log_every == 0 or (world == 1 and self.stop.requested):
-                    recon_w, kl_w = self._sync_stats(acc)
-                    acc.zero_()
+                if last or self.epoch_step % self.log_every == 0:
+                    recon_w, kl_w = self._sync_stats(self.acc)
+                    self.acc.zero_()
                     self.epoch_acc = [self.epoch_acc[0] + recon_w, self.epoch_acc[1] + kl_w,
-                                      self.epoch_acc[2] + window_images]
-                    if not _finite([recon_w, kl_w]):
-                        raise _Failure(f"the loss became {'NaN' if math.isnan(recon_w + kl_w) else 'Inf'} at "
-                                       f"epoch {epoch}, step {self.epoch_step} (global step {self.global_step})")
+                                      self.epoch_acc[2] + self.window_images]
+                    n = max(1, self.window_images)
+                    self._check_loss((recon_w + self.beta * kl_w) / n,
+                                     f"at epoch {epoch}, step {self.epoch_step} (global step {self.global_step})")
                     self.epoch_time = time.perf_counter() - t_epoch
-                    self._log_step(epoch, recon_w, kl_w, window_images)
-                    window_images = 0
+                    self._log_step(epoch, recon_w, kl_w, self.window_images)
+                    self.window_images = 0
                     if not last and self._stop_agreed():
                         return self._stopped(epoch)
+                elif world == 1 and self.stop.requested:
+                    self.epoch_time = time.perf_counter() - t_epoch
+                    return self._stopped(epoch)
             self.epoch_time = time.perf_counter() - t_epoch
             self._end_epoch(epoch)
             if epoch < self.epochs and self._stop_agreed():
@@ -476,14 +537,18 @@ class _Trainer:
         count = max(1.0, count)
         failed = torch.zeros(1, device=self.ctx.comm_device() if self.ctx.enabled else "cpu")
         metrics: dict = {}
+        why = ""
         if self.ctx.is_main:
             metrics = evaluate(self.objective, self.data.val.images, self.beta)
-            if not _finite([metrics["val_loss"]]):
+            try:
+                self._check_loss(metrics["val_loss"], f"on the validation set at the end of epoch {epoch}")
+            except _Failure as exc:
+                why = str(exc)
                 failed += 1
         if self.ctx.enabled:
             self.ctx.all_reduce_max(failed)
         if failed.item() > 0:
-            raise _Failure(f"the validation loss became NaN/Inf at the end of epoch {epoch}")
+            raise _Failure(why or f"the validation loss became NaN/Inf or diverged at the end of epoch {epoch}")
         self.elapsed += self.epoch_time
         epoch_s = self.epoch_time
         self.epoch_done, self.epoch_step, self.epoch_acc, self.epoch_time = epoch, 0, [0.0, 0.0, 0.0], 0.0
@@ -502,6 +567,11 @@ class _Trainer:
         self.ctx.barrier()
 
     def _stopped(self, epoch: int) -> TrainResult:
+        # A window cut short is checked for NaN/Inf here and kept in the checkpoint (not logged), so the
+        # resumed run logs exactly what an uninterrupted one would.
+        recon_w, kl_w = (float(v) for v in self.acc.tolist())
+        if self.window_images and not math.isfinite(recon_w + kl_w):
+            raise _Failure(f"the loss became NaN/Inf at epoch {epoch}, step {self.epoch_step}")
         self.checkpoint()  # raises _Failure (caught in fit) if the weights went bad since the last check
         where = f"epoch {epoch}, step {self.epoch_step} of {self.steps}"
         self.message = (f"{self.stop.reason or 'stopped'} at {where}; continue with "
@@ -511,7 +581,12 @@ class _Trainer:
         return TrainResult("stopped", self.epoch_done, self.global_step, self.message, self.run)
 
     def _finish(self) -> None:
+        """The finishing steps, after the last epoch's checkpoint: the weights file, the embeddings, the
+        final status. Each is rewritten whole from the trained model, so a resume after a crash anywhere in
+        here does them again and the run ends finished."""
         if self.ctx.is_main:
+            with self.stop.shielded():
+                self.run.save_weights(self._model_tensors(), self.global_step)
             val = self.data.val
             mu, logvar = encode(self.objective.model, val.images)
             tensors = {"mu": mu, "logvar": logvar, "labels": val.labels.cpu(),
@@ -520,7 +595,9 @@ class _Trainer:
                 tensors["images"] = val.images.cpu()
             self.run.save_embeddings(tensors)
             last = self.run.history("epoch")
-            tail = f"; val loss {last[-1]['val_loss']:.4g}, {last[-1]['active_units']} active units" if last else ""
+            tail = ""
+            if last and last[-1].get("val_loss") is not None:
+                tail = f"; val loss {last[-1]['val_loss']:.4g}, {last[-1].get('active_units')} active units"
             self.message = f"finished {self.epochs} epochs{tail}"
             self.eta_s = 0.0
             self.report("finished", force=True, finished=now_iso())

@@ -52,6 +52,7 @@ __all__ = [
     "probe_latents",
     "probe_run",
     "summary",
+    "well_formed",
 ]
 
 PROBE_VERSION = 2  # bump when a probe's method changes, so saved results are recomputed
@@ -317,14 +318,33 @@ def _run_step(run) -> int | None:
     return int(step) if isinstance(step, int) else None
 
 
+def well_formed(results: object, *, saved: bool = True) -> bool:
+    """Whether probe results have the shape this module writes: {"probes": {name: {"accuracy": number,
+    "cross_entropy": number, ...}}}, plus "settings" when saved. A damaged probes.json is not, and is redone."""
+    if not isinstance(results, dict) or (saved and not isinstance(results.get("settings"), dict)):
+        return False
+    probes = results.get("probes")
+    if not isinstance(probes, dict) or not probes:
+        return False
+    for entry in probes.values():
+        if not isinstance(entry, dict):
+            return False
+        for key in ("accuracy", "cross_entropy"):
+            value = entry.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+    return True
+
+
 def cached(run, settings: ProbeSettings | None = None) -> dict | None:
-    """The run's saved probe results if they were made with `settings` on its current weights, else None."""
+    """The run's saved probe results if they were made with `settings` on its current weights, else None
+    (also when probes.json is damaged: the probes are then fitted again)."""
     saved = run.probes()
-    if not saved:
+    if not well_formed(saved):
         return None
     try:
-        same = ProbeSettings.from_json(saved.get("settings", {})) == (settings or ProbeSettings())
-    except (TypeError, ValueError):
+        same = ProbeSettings.from_json(saved["settings"]) == (settings or ProbeSettings())
+    except (TypeError, ValueError, AttributeError):
         return None
     return saved if same and saved.get("model_step") == _run_step(run) else None
 
@@ -364,7 +384,9 @@ def summary(results: dict | None) -> dict[str, float | None]:
     keys = ("mlp_acc", "mlp_acc_std", "mlp_ce", "mlp_ce_std", "linear_acc", "linear_ce", "knn_acc", "knn_ce",
             "knn_k")
     out: dict[str, float | None] = dict.fromkeys(keys)
-    probes = (results or {}).get("probes") or {}
+    if not well_formed(results, saved=False):
+        return out
+    probes = results["probes"]  # type: ignore[index]
     if mlp := probes.get("mlp"):
         out.update(mlp_acc=mlp["accuracy"], mlp_acc_std=mlp.get("accuracy_std"), mlp_ce=mlp["cross_entropy"],
                    mlp_ce_std=mlp.get("cross_entropy_std"))

@@ -56,7 +56,9 @@ __all__ = [
     "RunInfo",
     "RunLocked",
     "append_jsonl",
+    "check_config_types",
     "checkpoints_root",
+    "clean_record",
     "create_run",
     "delete_run",
     "list_runs",
@@ -64,6 +66,7 @@ __all__ = [
     "now_iso",
     "open_run",
     "read_jsonl",
+    "remove_stale_temporaries",
     "runs_root",
     "under_checkpoints",
     "write_bytes_atomic",
@@ -124,9 +127,54 @@ def _atomic(path: Path, durable: bool = True) -> Iterator[Path]:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if durable:
+            _fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (its directory entry reaches the disk)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+TMP_PATTERN = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files (`.<name>.tmp-<pid>-<hex>`) that a killed writer left in `folder`.
+
+    A file is stale when the process named in it is gone; one a live process is writing is left alone.
+    Returns the files removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TMP_PATTERN.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -175,18 +223,19 @@ def append_jsonl(path: Path, records: dict | Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file; [] if absent; lines that do not parse (a torn write) skipped."""
+    """The records of a JSON-lines file; [] if absent. A line that is not a JSON object in UTF-8 (a torn
+    write, a damaged byte, absurd nesting) is skipped: one bad line never hides the rest."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         return []
     out = []
-    for line in text.splitlines():
+    for line in raw.splitlines():
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             continue
         if isinstance(record, dict):
             out.append(record)
@@ -196,8 +245,11 @@ def read_jsonl(path: Path) -> list[dict]:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFormatError(f"{path} is not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise RunFormatError(f"{path} is not valid JSON ({why})") from None
+    except IsADirectoryError:
+        raise RunFormatError(f"{path} is a directory, not a file; remove it") from None
 
 
 def new_run_id(config: dict) -> str:
@@ -217,6 +269,68 @@ def under_checkpoints(path: str | Path) -> bool:
 
 # ---------------------------------------------------------------------------------------------------
 # Runs
+
+# The fields every run's config.json has, with the JSON type each must be: a config that fails this is
+# damaged, and is refused with the field named (never a traceback further in).
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {"run_id": (str,), "dataset": (str,), "loss": (str,),
+                                              "latent_dim": (int,), "model": (dict,), "split": (dict,)}
+_SPLIT_KEYS = ("train", "val", "test")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def check_config_types(config: dict, where: Path | str) -> None:
+    """RunFormatError naming the field when a run config lacks a field or holds the wrong type in it."""
+    for key, types in _CONFIG_TYPES.items():
+        if key not in config:
+            raise RunFormatError(f"{where} lacks the field {key!r}; the run is damaged (retrain it, or restore "
+                                 f"config.json from a copy)")
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise RunFormatError(f"{where}: {key!r} should be {' or '.join(t.__name__ for t in types)}, not "
+                                 f"{_type_name(value)} ({value!r:.60}); the run is damaged (retrain it, or restore "
+                                 f"config.json from a copy)")
+    for key in _SPLIT_KEYS:
+        value = config["split"].get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RunFormatError(f"{where}: split.{key} should be a count of images, not {value!r:.60}; the run "
+                                 f"is damaged")
+
+
+_RECORD_INTS = ("epoch", "step", "epoch_step")
+
+
+def clean_record(record: dict) -> dict | None:
+    """A history record fit to read, or None: "kind" must be "step" or "epoch" and its counters whole
+    numbers; any other value that is not a number (or null) reads as null."""
+    if record.get("kind") not in ("step", "epoch"):
+        return None
+    for key in _RECORD_INTS:
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return None
+    return {k: (v if k == "kind" or v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) else None)
+            for k, v in record.items()}
+
+
+# What a checkpoint's trainer state must hold for a resume, and the JSON type of each.
+_TRAINER_TYPES: dict[str, tuple[type, ...]] = {"global_step": (int,), "epoch": (int,), "epoch_step": (int,),
+                                               "steps_per_epoch": (int,), "epoch_acc": (list,),
+                                               "optimizer": (dict,)}
+
+
+def _check_trainer_state(trainer: dict, where: Path) -> None:
+    for key, types in _TRAINER_TYPES.items():
+        value = trainer.get(key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise RunFormatError(f"{where}: the trainer state's {key!r} is {_type_name(value)}, not "
+                                 f"{' or '.join(t.__name__ for t in types)}; the checkpoint is damaged: start a "
+                                 f"new run (or restore the run directory from a copy)")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in trainer["epoch_acc"]):
+        raise RunFormatError(f"{where}: the trainer state's 'epoch_acc' should hold numbers; the checkpoint is "
+                             f"damaged: start a new run")
 
 
 @dataclass
@@ -242,7 +356,8 @@ class Run:
     STATUS = "status.json"
     HISTORY = "history.jsonl"
     MODEL = "model.safetensors"
-    OPTIMIZER = "optimizer.safetensors"
+    CHECKPOINT = "checkpoint.safetensors"
+    OPTIMIZER = "optimizer.safetensors"  # run format 1's checkpoint (with trainer_state.json)
     TRAINER = "trainer_state.json"
     EMBEDDINGS = "embeddings.safetensors"
     PROBES = "probes.json"
@@ -264,9 +379,7 @@ class Run:
         if config.get("version") != VERSION:
             raise RunFormatError(f"{config_path} has format version {config.get('version')!r}; this code reads "
                                  f"version {VERSION}: update the app or retrain the run")
-        missing = [k for k in ("run_id", "dataset", "loss", "latent_dim", "model", "split") if k not in config]
-        if missing:
-            raise RunFormatError(f"{config_path} lacks {', '.join(missing)}; the run is damaged")
+        check_config_types(config, config_path)
         self.config: dict = config
         self.run_id: str = str(config["run_id"])
         self.shipped: bool = under_checkpoints(self.path)
@@ -294,9 +407,10 @@ class Run:
         write_json_atomic(self.path / self.STATUS, _finite({**status, "updated": now_iso()}), durable=False)
 
     def history(self, kind: str | None = None) -> list[dict]:
-        """history.jsonl's records (kind "step" or "epoch" to filter)."""
-        records = read_jsonl(self.path / self.HISTORY)
-        return records if kind is None else [r for r in records if r.get("kind") == kind]
+        """history.jsonl's records (kind "step" or "epoch" to filter). Damaged lines are skipped (see
+        `read_jsonl` and `clean_record`): a torn or corrupted line reads as absent."""
+        records = [r for r in map(clean_record, read_jsonl(self.path / self.HISTORY)) if r is not None]
+        return records if kind is None else [r for r in records if r["kind"] == kind]
 
     def append_history(self, records: dict | Iterable[dict]) -> None:
         append_jsonl(self.path / self.HISTORY, records)
@@ -311,22 +425,63 @@ class Run:
     # -- checkpoints -------------------------------------------------------------------------------
     @property
     def has_checkpoint(self) -> bool:
-        return (self.path / self.TRAINER).is_file()
+        return (self.path / self.CHECKPOINT).is_file() or (self.path / self.TRAINER).is_file()
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Write weights, optimiser and trainer state. trainer_state.json goes last: it commits the set,
-        and the global step stamped in all three lets `load_checkpoint` detect a torn set."""
-        stamp = {"global_step": str(checkpoint.trainer["global_step"])}
-        write_safetensors_atomic(self.path / self.OPTIMIZER, checkpoint.optimizer, stamp)
-        write_safetensors_atomic(self.path / self.MODEL, checkpoint.model, {**stamp, "format": FORMAT})
-        write_json_atomic(self.path / self.TRAINER, checkpoint.trainer)
+        """Commit a checkpoint in one step, then refresh the weights file readers use.
+
+        The commit: model, loss and optimiser tensors and the trainer state (JSON, in the safetensors
+        metadata) go into one file, written under a temporary name, fsynced and renamed over
+        checkpoint.safetensors. Until that rename the previous checkpoint is the whole of it; after it,
+        the new one is. Then model.safetensors (the weights alone) is rewritten from it; a crash between
+        the two leaves that file one checkpoint behind, which the next save or the end of training mends.
+        """
+        step = str(checkpoint.trainer["global_step"])
+        tensors = {f"model/{k}": v for k, v in checkpoint.model.items()}
+        tensors.update({f"optimizer/{k}": v for k, v in checkpoint.optimizer.items()})
+        metadata = {"format": FORMAT, "kind": "checkpoint", "global_step": step,
+                    "trainer_state": json.dumps(checkpoint.trainer, allow_nan=False, default=_json_default)}
+        write_safetensors_atomic(self.path / self.CHECKPOINT, tensors, metadata)
+        for old in (self.TRAINER, self.OPTIMIZER):  # a run-format-1 checkpoint this one replaces
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / old).unlink()
+        self.save_weights(checkpoint.model, int(step))
+
+    def save_weights(self, model: dict[str, torch.Tensor], step: int) -> None:
+        """model.safetensors: the weights as of optimiser step `step` (the model's and, under `loss.`, the
+        loss's tensors)."""
+        write_safetensors_atomic(self.path / self.MODEL, model, {"format": FORMAT, "global_step": str(step)})
 
     def load_checkpoint(self) -> Checkpoint | None:
-        """The last checkpoint, or None if the run has none. RunFormatError if its files disagree."""
+        """The last committed checkpoint, or None if the run has none; RunFormatError, naming the file and
+        the fix, if it cannot be read. Reads run format 1's three-file checkpoint too."""
+        file = self.path / self.CHECKPOINT
+        if not file.is_file():
+            return self._load_checkpoint_v1()
+        meta = self._metadata(file)
+        try:
+            trainer = json.loads(meta.get("trainer_state", ""))
+        except (json.JSONDecodeError, RecursionError):
+            trainer = None
+        if not isinstance(trainer, dict):
+            raise RunFormatError(f"{file} holds no readable trainer state; the checkpoint is damaged: start a new "
+                                 f"run (or restore the run directory from a copy)")
+        _check_trainer_state(trainer, file)
+        tensors = self._load_tensors(file)
+        model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        optimizer = {k[len("optimizer/"):]: v for k, v in tensors.items() if k.startswith("optimizer/")}
+        return Checkpoint(model, optimizer, trainer)
+
+    def _load_checkpoint_v1(self) -> Checkpoint | None:
+        """Run format 1: optimizer.safetensors, model.safetensors and trainer_state.json, stamped with one
+        global step (written in turn, so a crash could leave them from different steps: refused)."""
         try:
             trainer = _read_json(self.path / self.TRAINER)
         except FileNotFoundError:
             return None
+        if not isinstance(trainer, dict):
+            raise RunFormatError(f"{self.path / self.TRAINER} is not a JSON object; the checkpoint is damaged")
+        _check_trainer_state(trainer, self.path / self.TRAINER)
         step = str(trainer.get("global_step"))
         tensors = {}
         for name in (self.MODEL, self.OPTIMIZER):
@@ -473,7 +628,14 @@ class Run:
         rides out a reader's momentary shared lock (`is_locked`)."""
         if self.shipped:
             raise RunFormatError(f"{self.path} is a shipped run (under checkpoints/), read-only; train a new run")
-        fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise RunFormatError(f"{self.path / self.LOCK} is a directory, where the run's lock file belongs; "
+                                 f"remove it (nothing of the run is in it) and try again") from None
+        except PermissionError as exc:
+            raise RunFormatError(f"cannot write {self.path / self.LOCK} ({exc.strerror}); the run folder must be "
+                                 f"writable to train into it") from None
         deadline = time.monotonic() + wait_s
         try:
             while True:
@@ -491,6 +653,9 @@ class Run:
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode())
+            # Holding the lock, this process is the run's only writer: what a killed one left half-written
+            # (never renamed into place, so never part of the run) can go.
+            remove_stale_temporaries(self.path)
             yield
         finally:
             with contextlib.suppress(OSError):
@@ -570,7 +735,11 @@ def create_run(config: dict, root: str | Path | None = None) -> Run:
     root = Path(root).expanduser() if root is not None else runs_root()
     if under_checkpoints(root):
         raise ValueError(f"{root} is the shipped checkpoints folder; train into runs/ and copy the run there")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create the runs folder {root} ({exc.strerror}); choose a writable one "
+                              f"(--runs-root or $ROBUST_LOSS_LAB_RUNS)") from None
     path = root / str(run_id)
     if path.exists():
         raise FileExistsError(f"{path} already exists; pick another --run-id or continue it with --resume {path}")
@@ -578,7 +747,11 @@ def create_run(config: dict, root: str | Path | None = None) -> Run:
     # Built under a hidden name and renamed into place, so a run directory never shows without its
     # config.json (list_runs skips hidden folders).
     staging = root / f".creating-{run_id}-{secrets.token_hex(3)}"
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise PermissionError(f"cannot create a run in {root} ({exc.strerror}); choose a writable folder "
+                              f"(--runs-root or $ROBUST_LOSS_LAB_RUNS)") from None
     try:
         write_json_atomic(staging / Run.CONFIG, cfg)
         status = {"state": "created", "epoch": 0, "epochs": cfg["epochs"], "step": 0, "steps_per_epoch": None,
@@ -587,7 +760,12 @@ def create_run(config: dict, root: str | Path | None = None) -> Run:
         write_json_atomic(staging / Run.STATUS, status, durable=False)
         if path.exists():
             raise FileExistsError(f"{path} already exists; pick another --run-id")
-        os.rename(staging, path)
+        try:
+            os.rename(staging, path)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # another process made it a moment ago
+                raise FileExistsError(f"{path} already exists; pick another --run-id") from None
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

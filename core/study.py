@@ -482,19 +482,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     study = args.study or f"{args.dataset}-e{args.epochs}" + (f"-n{args.limit_train}" if args.limit_train else "")
     root = (args.runs_root or runs_root()).expanduser().resolve()
     folder = (args.out or root / "studies" / study).expanduser()
+    from core.device import configure_threads
+    from core.train import CONFIG_FLAGS
+
     try:
+        configure_threads(args.threads)  # the trainer's own check: --threads 0 is refused here as there
         settings = ProbeSettings(probe_train=args.probe_train or None, probe_test=args.probe_test or None,
                                  seeds=tuple(args.probe_seeds))
         specs = plan_runs(args, study)
         _check_plan(specs)
         datasets.found_split_sizes(args.dataset)  # the data is there (else: where to get it)
-    except (ConfigError, ValueError, datasets.DatasetMissing, datasets.DatasetFormatError) as exc:
+    except ConfigError as exc:
+        print(f"core.study: {exc.naming(CONFIG_FLAGS)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, datasets.DatasetMissing, datasets.DatasetFormatError) as exc:
         print(f"core.study: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     log(f"study {study}: {len(specs)} runs under {root}")
 
     outcomes: dict[str, str] = {}

@@ -8,8 +8,9 @@ The run directory's path is the first line on stdout (printed as soon as it exis
 stderr (a live bar on a terminal, a line per epoch otherwise). SIGINT/SIGTERM finish the current step,
 checkpoint and mark the run stopped; `--resume` continues it exactly.
 
-Exit status: 0 finished, 1 failed (NaN/Inf, see status.json), 2 bad arguments or missing data,
-3 run locked by another process, 130 stopped by a signal. Importable: `main(argv) -> int`.
+Exit status: 0 finished, 1 failed (NaN/Inf or diverged, see status.json), 2 bad arguments, missing data
+or a damaged run (the message names the file and the fix), 3 run locked by another process, 130 stopped
+by a signal. Importable: `main(argv) -> int`.
 """
 
 from __future__ import annotations
@@ -172,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if args.resume is None:
+        try:
+            normalize_config(_config_from_args(args))  # refuse bad arguments before touching anything
+        except ConfigError as exc:
+            _err(exc.naming(CONFIG_FLAGS))
+            return EXIT_USAGE
 
     ctx = DistContext.from_env()
     progress = None if args.quiet or not ctx.is_main else ProgressBar(sys.stderr)
@@ -203,8 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stop.installed():
             result = train(run, data=data, device=device, compile=args.compile, dist_ctx=ctx, stop=stop,
                            on_progress=progress, log_every=args.log_every, step_delay=args.step_delay)
-    except (ConfigError, datasets.DatasetMissing, datasets.DatasetFormatError, DeviceError, RunFormatError,
-            AlreadyFinished, FileExistsError, ValueError) as exc:
+    except ConfigError as exc:
+        _err(exc.naming(CONFIG_FLAGS))
+        return EXIT_USAGE
+    except (datasets.DatasetMissing, datasets.DatasetFormatError, DeviceError, RunFormatError,
+            AlreadyFinished, FileExistsError, PermissionError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except RunLocked as exc:

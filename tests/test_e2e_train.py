@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from core.runs import open_run
+
 pytest_plugins = ["browser_harness"]
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -95,7 +97,7 @@ def test_start_watch_stop_resume_and_finish_from_the_browser(streamlit_server, c
         status = json.loads((run_dir / "status.json").read_text())
         assert status["state"] == "stopped" and 0 < status["step"] < status["total_steps"]
         stopped_at = status["step"]
-        assert json.loads((run_dir / "trainer_state.json").read_text())["global_step"] == stopped_at
+        assert open_run(run_dir).load_checkpoint().trainer["global_step"] == stopped_at
 
         page.get_by_role("button", name="Resume").click()
         page.get_by_text(re.compile(r"finished · epoch 15/15")).first.wait_for(timeout=TIMEOUT_MS)

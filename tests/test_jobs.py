@@ -3,7 +3,6 @@ with a clean checkpoint, resumed to the end; refusals that name the fix; the run
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -73,7 +72,7 @@ def test_start_watch_stop_and_resume_to_the_end(roots: tuple[Path, Path]) -> Non
     stopped = open_run(run.path).status()
     assert stopped["state"] == "stopped" and "--resume" in stopped["message"]
     assert 0 < stopped["step"] < 32
-    trainer = json.loads((run.path / "trainer_state.json").read_text())
+    trainer = open_run(run.path).load_checkpoint().trainer
     assert trainer["global_step"] == stopped["step"]  # the checkpoint is the stop point
     assert not jobs._is_trainer(first_pid) and not jobs.active_runs()
     assert jobs.run_table()[0]["state"] == "stopped"

@@ -176,17 +176,28 @@ def test_atomic_writes_and_torn_history(roots):
     assert not [p for p in run.path.iterdir() if ".tmp-" in p.name]
 
 
-def test_checkpoint_round_trip_and_torn_checkpoint(roots):
+def test_checkpoint_round_trip_and_torn_format_1_checkpoint(roots):
     run = create_run({"run_id": "ckpt"})
     assert run.load_checkpoint() is None and not run.has_checkpoint
     model = {"w": torch.arange(6.0).reshape(2, 3), "loss.alpha_latent": torch.zeros(4)}
-    ckpt = Checkpoint(model, {"state.0.exp_avg": torch.ones(3)}, {"global_step": 7, "epoch": 1})
+    state = {"global_step": 7, "epoch": 1, "epoch_step": 0, "steps_per_epoch": 7, "epoch_acc": [0.0, 0.0, 0.0],
+             "optimizer": {"param_groups": []}}
+    ckpt = Checkpoint(model, {"state.0.exp_avg": torch.ones(3)}, state)
     run.save_checkpoint(ckpt)
     got = run.load_checkpoint()
-    assert got.trainer == {"global_step": 7, "epoch": 1}
+    assert got.trainer == state and run.has_checkpoint
     assert torch.equal(got.model["w"], model["w"]) and torch.equal(got.optimizer["state.0.exp_avg"], torch.ones(3))
+    assert torch.equal(run.model_tensors()["w"], model["w"])  # the weights file readers use
     assert oct((run.path / "model.safetensors").stat().st_mode & 0o777) == "0o644"
-    # A crash between the files: model from step 9, trainer state still from step 7.
+    assert sorted(p.name for p in run.path.iterdir() if "safetensors" in p.name) == [
+        "checkpoint.safetensors", "model.safetensors"]
+    # Run format 1 kept three files; a crash between them (model from step 9, trainer state from step 7)
+    # tore the checkpoint, which its reader refuses.
+    (run.path / "checkpoint.safetensors").unlink()
+    runs.write_safetensors_atomic(run.path / "optimizer.safetensors", ckpt.optimizer, {"global_step": "7"})
+    runs.write_safetensors_atomic(run.path / "model.safetensors", model, {"global_step": "7"})
+    runs.write_json_atomic(run.path / "trainer_state.json", state)
+    assert run.load_checkpoint().trainer == state
     runs.write_safetensors_atomic(run.path / "model.safetensors", model, {"global_step": "9"})
     with pytest.raises(RunFormatError, match="torn"):
         run.load_checkpoint()

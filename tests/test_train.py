@@ -4,7 +4,6 @@ the adaptive loss's parameters, and the models."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -111,11 +110,13 @@ def test_resume_after_kill_gives_the_uninterrupted_weights(tmp_path, reference):
     assert "epoch 1/3" in err and "img/s" in err  # progress on stderr
     run = open_run(run_dir)
     assert run.status()["state"] == "interrupted"
-    assert json.loads((run_dir / "trainer_state.json").read_text())["epoch"] == 1
+    assert open_run(run_dir).load_checkpoint().trainer["epoch"] == 1
     assert main(["--resume", str(run_dir), "--threads", "1", "--quiet"]) == 0
     assert run.status()["state"] == "finished"
     _tensors_equal(run_dir / "model.safetensors", reference / "model.safetensors")
-    _tensors_equal(run_dir / "optimizer.safetensors", reference / "optimizer.safetensors")
+    ours, theirs = open_run(run_dir).load_checkpoint(), open_run(reference).load_checkpoint()
+    assert ours.optimizer.keys() == theirs.optimizer.keys()
+    assert all(torch.equal(ours.optimizer[k], theirs.optimizer[k]) for k in ours.optimizer)
     assert [r["step"] for r in run.history("step")] == list(range(1, 13))  # no duplicates after resume
     ours, theirs = run.history("epoch"), open_run(reference).history("epoch")
     assert [e["val_loss"] for e in ours] == [e["val_loss"] for e in theirs]
@@ -132,7 +133,7 @@ def test_sigterm_stops_mid_epoch_and_resume_is_exact(tmp_path, reference):
     run = open_run(run_dir)
     status = run.status()
     assert status["state"] == "stopped" and "SIGTERM" in status["message"] and "--resume" in status["message"]
-    saved = json.loads((run_dir / "trainer_state.json").read_text())
+    saved = open_run(run_dir).load_checkpoint().trainer
     assert saved["epoch"] == 0 and 2 <= saved["epoch_step"] < 4  # a mid-epoch checkpoint
     assert not run.is_locked()
     assert main(["--resume", str(run_dir), "--threads", "1", "--quiet"]) == 0
@@ -170,7 +171,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert result.state == "failed" and "NaN" in result.message
     status = run.status()
     assert status["state"] == "failed" and "epoch 2" in status["message"] and "epoch 1" in status["message"]
-    assert json.loads((run.path / "trainer_state.json").read_text())["epoch"] == 1
+    assert open_run(run.path).load_checkpoint().trainer["epoch"] == 1
     now = load_file(str(run.path / "model.safetensors"))
     assert good and all(torch.equal(now[k], good[k]) for k in good)
     assert all(torch.isfinite(v).all() for v in now.values())
@@ -183,8 +184,9 @@ def test_divergent_learning_rate_fails_with_the_reason(tmp_path, capsys):
     assert code == 1
     run = open_run(tmp_path / "diverged")
     status = run.status()
-    assert status["state"] == "failed" and "NaN" in status["message"] and "no checkpoint" in status["message"]
-    assert "Lower --lr" in capsys.readouterr().err
+    assert status["state"] == "failed" and "no checkpoint" in status["message"]
+    assert any(word in status["message"] for word in ("NaN", "Inf", "diverged"))
+    assert "Lower the learning rate (--lr)" in capsys.readouterr().err
     assert not (run.path / "model.safetensors").exists()
 
 
@@ -258,7 +260,7 @@ def test_adaptive_loss_parameters_are_trained_and_saved(tmp_path):
     last = run.history("epoch")[-1]
     assert last["alpha_mean"] == pytest.approx(loss.alpha().mean().item(), rel=1e-5)
     assert last["scale_mean"] == pytest.approx(loss.scale().mean().item(), rel=1e-5)
-    optimizer = load_file(str(run.path / "optimizer.safetensors"))
+    optimizer = run.load_checkpoint().optimizer
     n_model = len(list(run.load_model().parameters()))
     assert f"state.{n_model}.exp_avg" in optimizer  # the loss's parameters are in the optimiser
 
