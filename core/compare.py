@@ -8,6 +8,15 @@ same validation images' μ under each run; `prior_samples(runs)` decodes the sam
 `adaptive_maps(run)` gives the learned per-pixel α and c of an adaptive run; `sweep(rows, metric)` the
 metric against latent size per loss.
 
+Damaged runs: one bad run must not take a page down. `run_problem(info, checks)` says what is wrong
+with a run (its config's fields, its embeddings' and weights' safetensors headers against the config,
+its history's and probes' readability), reading no tensor data; `list_studies` records each study's
+damaged runs in `StudyInfo.problems`; `usable_runs` splits any list of runs into the usable ones and
+the damaged ones with their problems; `unreadable_runs` lists the run folders whose config cannot be
+read (they name no study); `embedding_runs` gives the Embeddings page its runs. `newest_first(infos)`
+orders runs for a default choice with runs dated in the future (a wrong clock, a crafted config) after
+every other.
+
 Figures, as files a report can embed and a page can offer for download: `bar_chart_svg`,
 `line_chart_svg` (plain SVG text) and `image_grid_png`, `heatmap_png` (PNG bytes, drawn with Pillow).
 """
@@ -17,10 +26,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,12 +43,17 @@ from core.runs import Run, RunFormatError, RunInfo, checkpoints_root, list_runs,
 
 __all__ = [
     "COLUMNS",
+    "EMBEDDING_CHECKS",
     "METRICS",
+    "RUN_CHECKS",
     "StudyInfo",
     "adaptive_maps",
     "aggregate",
     "bar_chart_svg",
     "colourise",
+    "config_problem",
+    "embedding_runs",
+    "embeddings_problem",
     "fingerprint",
     "heatmap_png",
     "image_grid_png",
@@ -46,14 +62,19 @@ __all__ = [
     "load_models",
     "loss_colour",
     "loss_label",
+    "newest_first",
     "pick_validation_images",
     "prior_samples",
     "reconstructions",
     "results_row",
     "results_table",
+    "run_problem",
     "study_dir",
     "sweep",
     "table_csv",
+    "unreadable_runs",
+    "usable_runs",
+    "weights_problem",
 ]
 
 # What a table row holds, in column order (CSV and page).
@@ -105,19 +126,26 @@ def loss_colour(loss: str) -> str:
 
 @dataclass
 class StudyInfo:
-    """A study: its name, its runs (any state), and the folders holding its report (if written)."""
+    """A study: its name, its runs (any state, damaged ones included), what is wrong with each damaged
+    run (by path), and the folders holding its report (if written)."""
 
     name: str
     runs: list[RunInfo] = field(default_factory=list)
     report_dirs: list[Path] = field(default_factory=list)
+    problems: dict[Path, str] = field(default_factory=dict)
 
     @property
     def shipped(self) -> bool:
         return bool(self.runs) and all(r.shipped for r in self.runs)
 
     @property
+    def usable(self) -> list[RunInfo]:
+        """The runs the page can show: every run but the damaged ones."""
+        return [r for r in self.runs if r.path not in self.problems]
+
+    @property
     def finished(self) -> list[RunInfo]:
-        return [r for r in self.runs if r.state == "finished"]
+        return [r for r in self.usable if r.state == "finished"]
 
 
 def study_dir(root: Path, name: str) -> Path:
@@ -125,16 +153,21 @@ def study_dir(root: Path, name: str) -> Path:
     return Path(root) / STUDIES_DIR / name
 
 
-def list_studies(roots: Iterable[str | Path] | None = None) -> list[StudyInfo]:
+def list_studies(roots: Iterable[str | Path] | None = None, *, checks: Collection[str] = ()) -> list[StudyInfo]:
     """Studies found under `roots` (default: the user's runs and the shipped checkpoints), by name.
 
-    A study is the set of runs whose config names it; runs of one name in several roots are one study."""
+    A study is the set of runs whose config names it; runs of one name in several roots are one study.
+    checks: what `run_problem` looks at in each run (e.g. RUN_CHECKS); the damaged runs' problems go in
+    `StudyInfo.problems`. A run whose config.json cannot be read names no study (see `usable_runs`)."""
     roots = [runs_root(), checkpoints_root()] if roots is None else [Path(r) for r in roots]
     studies: dict[str, StudyInfo] = {}
     for info in list_runs(roots):
         name = (info.config or {}).get("study")
-        if name:
-            studies.setdefault(name, StudyInfo(name)).runs.append(info)
+        if isinstance(name, str) and name:
+            study = studies.setdefault(name, StudyInfo(name))
+            study.runs.append(info)
+            if checks and (problem := run_problem(info, checks)):
+                study.problems[info.path] = problem
     for root in roots:
         for name, study in studies.items():
             folder = study_dir(root, name)
@@ -148,10 +181,287 @@ def list_studies(roots: Iterable[str | Path] | None = None) -> list[StudyInfo]:
 _LOSS_ORDER = tuple(LOSSES)  # the registry's order: MSE first, the adaptive loss last
 
 
+def _number(value: Any) -> float | None:
+    """A finite int or float as float, else None (a damaged file's strings, lists and nulls)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _run_order(config: dict) -> tuple:
+    # Every key a number, whatever a damaged config holds: a sort must never compare a str with an int.
     loss = config.get("loss", "")
-    rank = _LOSS_ORDER.index(loss) if loss in _LOSS_ORDER else len(_LOSS_ORDER)
-    return (rank, config.get("loss_alpha") or 0.0, config.get("latent_dim") or 0, config.get("seed") or 0)
+    rank = _LOSS_ORDER.index(loss) if isinstance(loss, str) and loss in _LOSS_ORDER else len(_LOSS_ORDER)
+    return (rank, _number(config.get("loss_alpha")) or 0.0, _number(config.get("latent_dim")) or 0.0,
+            _number(config.get("seed")) or 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Damaged runs
+
+RUN_CHECKS = ("config", "embeddings", "model", "history", "probes")  # what the Compare page reads
+EMBEDDING_CHECKS = ("config", "embeddings")  # what the Embeddings page reads (weights only on a click)
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_INT_DTYPES = ("I64", "I32")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def config_problem(config: Any) -> str | None:
+    """What is wrong with a run's config.json for these pages (None if nothing): the fields they read,
+    with the types they need, and a model spec that builds. The fix names the field."""
+    if not isinstance(config, dict):
+        return f"config.json holds {_type_name(config)}, not an object; restore it from a copy or retrain the run"
+
+    def bad(key: str, want: str) -> str:
+        return (f"config.json: {key!r} should be {want}, not {_type_name(config.get(key))} "
+                f"({config.get(key)!r:.40}); correct it, or retrain the run")
+
+    for key in ("run_id", "dataset", "loss"):
+        if not isinstance(config.get(key), str):
+            return bad(key, "a name")
+    for key in ("latent_dim",):
+        if not _is_int(config.get(key)) or config[key] < 1:
+            return bad(key, "a whole number ≥ 1")
+    for key in ("seed", "epochs", "limit_train"):
+        if config.get(key) is not None and not _is_int(config[key]):
+            return bad(key, "a whole number or null")
+    for key in ("loss_alpha", "loss_scale", "adaptive_alpha_lo", "adaptive_alpha_hi"):
+        if config.get(key) is not None and _number(config[key]) is None:
+            return bad(key, "a number or null")
+    for key in ("study", "created"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            return bad(key, "text or null")
+    split = config.get("split")
+    if not isinstance(split, dict) or not all(_is_int(split.get(k)) and split[k] >= 0 for k in ("train", "val")):
+        return bad("split", "an object of image counts (train, val, test)")
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return bad("model", "an object (kind, image_shape, latent_dim, width)")
+    shape = model.get("image_shape")
+    if (model.get("kind") != "conv_vae" or not isinstance(shape, list) or len(shape) != 3
+            or not all(_is_int(v) and v >= 1 for v in shape) or not _is_int(model.get("width"))
+            or model["width"] < 1 or model.get("latent_dim") != config["latent_dim"]):
+        return (f"config.json: 'model' {model!r:.120} is not a conv_vae spec of image_shape [C, H, W], width and "
+                f"the run's latent_dim {config['latent_dim']}; correct it, or retrain the run")
+    return None
+
+
+def _header(file: Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], str | None]:
+    """A safetensors file's tensors {name: (dtype, shape)} from its header, or why it cannot be read.
+    safe_open maps the file and checks the header covers it exactly; it reads no tensor data."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            return {k: (fh.get_slice(k).get_dtype(), tuple(fh.get_slice(k).get_shape()))
+                    for k in fh.keys()}, None  # noqa: SIM118 (a safe_open handle is no dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        return {}, str(exc)
+
+
+def _redo(folder: Path, shipped: bool, *files: str) -> str:
+    """How to get damaged files back: shipped runs from the repository; others from their checkpoint
+    (a resume of a finished run rewrites its weights and embeddings once they are gone), else retrain."""
+    if shipped:
+        return "restore checkpoints/ from the repository (git checkout checkpoints/)"
+    checkpoint = getattr(Run, "CHECKPOINT", "checkpoint.safetensors")
+    if (folder / checkpoint).is_file() or (folder / "trainer_state.json").is_file():
+        return (f"delete {' and '.join(files)} and run `python -m core.train --resume {folder}` to write "
+                f"{'it' if len(files) == 1 else 'them'} again from the checkpoint")
+    return "the run has no checkpoint to rebuild it from: retrain it"
+
+
+def embeddings_problem(file: Path, config: dict, *, shipped: bool = False) -> str | None:
+    """What is wrong with a run's embeddings.safetensors (None if nothing): readable, with μ and log σ²
+    of (n, latent_dim), n ≥ 1 and at most the validation split, labels and index of (n,), images of
+    (n, C, H, W) uint8 when there. Headers only."""
+    tensors, error = _header(file)
+    fix = _redo(file.parent, shipped, Run.EMBEDDINGS)
+    if error is not None:
+        return f"{file.name} cannot be read ({error}): it is damaged or cut short; {fix}"
+    d = config["latent_dim"]
+    n_max = config["split"]["val"]
+    mu = tensors.get("mu")
+    if mu is None or len(mu[1]) != 2 or mu[1][1] != d or mu[0] not in _FLOAT_DTYPES or not 1 <= mu[1][0] <= n_max:
+        got = f"{mu[0]} {list(mu[1])}" if mu else "missing"
+        return (f"{file.name}: mu is {got}, not float (n, {d}) with 1 ≤ n ≤ {n_max:,} (config.json's latent_dim and "
+                f"validation split); {fix}")
+    n = mu[1][0]
+    wanted = {"logvar": ((n, d), _FLOAT_DTYPES), "labels": ((n,), _INT_DTYPES), "index": ((n,), _INT_DTYPES),
+              "source_index": ((n,), _INT_DTYPES), "images": ((n, *config["model"]["image_shape"]), ("U8",))}
+    for key, (shape, dtypes) in wanted.items():
+        entry = tensors.get(key)
+        if entry is None and key in ("logvar", "labels", "index"):
+            return f"{file.name} lacks {key!r}; {fix}"
+        if entry is not None and (entry[1] != shape or entry[0] not in dtypes):
+            return f"{file.name}: {key} is {entry[0]} {list(entry[1])}, not {'/'.join(dtypes)} {list(shape)}; {fix}"
+    return None
+
+
+def weights_problem(file: Path, config: dict, *, shipped: bool = False) -> str | None:
+    """What is wrong with a run's model.safetensors (None if nothing): readable, holding exactly the
+    tensors of the model and loss config.json describes (the model built on the meta device)."""
+    import torch
+
+    from core.objective import build_loss, build_model
+
+    tensors, error = _header(file)
+    fix = _redo(file.parent, shipped, Run.MODEL, Run.EMBEDDINGS)
+    if error is not None:
+        return f"{file.name} cannot be read ({error}): it is damaged or cut short; {fix}"
+    try:
+        with torch.device("meta"):
+            model = build_model(config)
+        loss = build_loss(config)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        return f"config.json describes a model or loss that cannot be built ({exc}); correct it, or retrain the run"
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wanted.update({f"loss.{k}": tuple(v.shape) for k, v in loss.state_dict().items()})
+    for key, shape in wanted.items():
+        if key not in tensors:
+            return f"{file.name} lacks {key}, which config.json's model has; {fix}"
+        if tensors[key][1] != shape or tensors[key][0] not in _FLOAT_DTYPES:
+            return (f"{file.name}: {key} is {tensors[key][0]} {list(tensors[key][1])}, config.json's model has "
+                    f"{list(shape)}; {fix}")
+    if extra := sorted(set(tensors) - set(wanted)):
+        return f"{file.name} holds {', '.join(extra[:3])}, which config.json's model has not; {fix}"
+    return None
+
+
+def _probes_problem(results: Any) -> str | None:
+    """What in probes.json the table cannot read (None if nothing): the numbers `results_row` takes."""
+    if not isinstance(results, dict):
+        return "it is not a JSON object"
+    probes = results.get("probes")
+    if probes is None:
+        return None
+    if not isinstance(probes, dict):
+        return f"'probes' is {_type_name(probes)}, not an object"
+    for name in ("mlp", "linear", "knn"):
+        probe = probes.get(name)
+        if not probe:
+            continue
+        if not isinstance(probe, dict):
+            return f"probes.{name} is {_type_name(probe)}, not an object"
+        for key in ("accuracy", "cross_entropy"):
+            if _number(probe.get(key)) is None:
+                return f"probes.{name}.{key} is {probe.get(key)!r:.30}, not a number"
+        for key in ("accuracy_std", "cross_entropy_std", "best_k"):
+            if probe.get(key) is not None and _number(probe[key]) is None:
+                return f"probes.{name}.{key} is {probe[key]!r:.30}, not a number"
+    for key in ("seconds", "encode_seconds"):
+        if results.get(key) is not None and _number(results[key]) is None:
+            return f"{key!r} is {results[key]!r:.30}, not a number"
+    settings, split = results.get("settings"), results.get("split")
+    if settings is not None and (not isinstance(settings, dict)
+                                 or not isinstance(settings.get("seeds") or [], list)):
+        return "'settings' is not an object with a list of seeds"
+    if split is not None:
+        if not isinstance(split, dict):
+            return f"'split' is {_type_name(split)}, not an object"
+        for key in ("train", "test"):
+            part = split.get(key)
+            if part is not None and (not isinstance(part, dict) or (part.get("n") is not None
+                                                                    and not _is_int(part["n"]))):
+                return f"split.{key} is not an object with a count n"
+    return None
+
+
+def run_problem(info: RunInfo, checks: Collection[str] = RUN_CHECKS) -> str | None:
+    """What is wrong with a run, naming the file (and field) and the fix, or None when the pages can
+    show it. checks: "config", "embeddings", "model" (the files' safetensors headers against the
+    config; absent files are not damage), "history" (readable text), "probes" (the numbers the table
+    reads). No tensor data is read."""
+    if info.error:
+        return info.error
+    problem = config_problem(info.config)
+    if problem or info.config is None:
+        return problem
+    config = info.config
+    if "embeddings" in checks and (info.path / Run.EMBEDDINGS).is_file():
+        problem = embeddings_problem(info.path / Run.EMBEDDINGS, config, shipped=info.shipped)
+    if not problem and "model" in checks and (info.path / Run.MODEL).is_file():
+        problem = weights_problem(info.path / Run.MODEL, config, shipped=info.shipped)
+    if problem or not ({"history", "probes"} & set(checks)):
+        return problem
+    try:
+        run = info.open()
+    except (RunFormatError, OSError, RecursionError) as exc:
+        return str(exc)
+    if "history" in checks:
+        try:
+            run.history()
+        except UnicodeDecodeError as exc:
+            return (f"history.jsonl is not UTF-8 text ({exc.reason} at byte {exc.start}); remove the damaged line, "
+                    f"or restore the file from a copy")
+        except (RunFormatError, OSError, ValueError, RecursionError) as exc:
+            return f"history.jsonl cannot be read ({exc}); remove the damaged line, or restore the file from a copy"
+    if "probes" in checks and (info.path / Run.PROBES).is_file():
+        try:
+            why = _probes_problem(run.probes())
+        except (RunFormatError, OSError, ValueError, RecursionError) as exc:
+            why = f"it cannot be read ({exc})"
+        if why is not None:
+            return f"probes.json: {why}; delete it and compute the probes again (python -m core.probes {info.path})"
+    return None
+
+
+def usable_runs(infos: Iterable[RunInfo], checks: Collection[str] = EMBEDDING_CHECKS
+                ) -> tuple[list[RunInfo], list[tuple[RunInfo, str]]]:
+    """Split runs into those the pages can show and the damaged ones with what is wrong with each, both
+    in the given order."""
+    good: list[RunInfo] = []
+    damaged: list[tuple[RunInfo, str]] = []
+    for info in infos:
+        problem = run_problem(info, checks)
+        if problem:
+            damaged.append((info, problem))
+        else:
+            good.append(info)
+    return good, damaged
+
+
+def unreadable_runs(roots: Iterable[str | Path] | None = None) -> list[RunInfo]:
+    """Run folders whose config.json or status.json cannot be read (so they name no study), with
+    `error` saying why."""
+    return [info for info in list_runs(roots) if info.error]
+
+
+def embedding_runs(roots: Iterable[str | Path] | None = None
+                   ) -> tuple[list[RunInfo], list[tuple[RunInfo, str]]]:
+    """The Embeddings page's runs: those with embeddings that pass EMBEDDING_CHECKS, newest first (see
+    `newest_first`), and the damaged ones (unreadable folders, bad embeddings) with what is wrong."""
+    infos = [info for info in list_runs(roots) if info.error or (info.path / Run.EMBEDDINGS).is_file()]
+    good, damaged = usable_runs(infos, EMBEDDING_CHECKS)
+    return newest_first(good), damaged
+
+
+def _created(info: RunInfo) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(info.created)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def newest_first(infos: Iterable[RunInfo], now: datetime | None = None) -> list[RunInfo]:
+    """Runs by their config's `created`, newest first; a run dated after `now` (a wrong clock, or a
+    crafted config) or not dated at all comes after every other, so it is never a page's default."""
+    now = now or datetime.now(timezone.utc)
+
+    def key(info: RunInfo) -> tuple:
+        when = _created(info)
+        plausible = when is not None and when <= now
+        return (plausible, when.timestamp() if plausible and when else 0.0, info.run_id)
+
+    return sorted(infos, key=key, reverse=True)
 
 
 def _last_epoch(run: Run) -> dict:
@@ -184,16 +494,18 @@ def results_row(run: Run) -> dict:
     split = (probes or {}).get("split") or {}
     probe_s = None
     if probes:
-        probe_s = round(float(probes.get("seconds") or 0.0) + float(probes.get("encode_seconds") or 0.0), 1)
+        probe_s = round((_number(probes.get("seconds")) or 0.0) + (_number(probes.get("encode_seconds")) or 0.0), 1)
     row = {
         "run_id": run.run_id, "study": cfg.get("study"), "dataset": cfg.get("dataset"), "loss": cfg.get("loss"),
         "loss_alpha": cfg.get("loss_alpha"), "loss_label": loss_label(cfg.get("loss", ""), cfg.get("loss_alpha")),
         "latent_dim": cfg.get("latent_dim"), "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
         "limit_train": cfg.get("limit_train"), "state": status.get("state"),
         **numbers,
-        "val_recon": last.get("val_recon"), "val_kl": last.get("val_kl"), "active_units": last.get("active_units"),
-        "alpha_mean": last.get("alpha_mean"), "scale_mean": last.get("scale_mean"),
-        "train_s": round(float(last["elapsed_s"]), 1) if last.get("elapsed_s") is not None else None,
+        # History values are numbers or None, whatever a damaged line held (the table's columns are numeric)
+        "val_recon": _number(last.get("val_recon")), "val_kl": _number(last.get("val_kl")),
+        "active_units": _number(last.get("active_units")), "alpha_mean": _number(last.get("alpha_mean")),
+        "scale_mean": _number(last.get("scale_mean")),
+        "train_s": round(elapsed, 1) if (elapsed := _number(last.get("elapsed_s"))) is not None else None,
         "probe_s": probe_s,
         "probe_train": (split.get("train") or {}).get("n"), "probe_test": (split.get("test") or {}).get("n"),
         "probe_seeds": len(settings.get("seeds") or []) or None,

@@ -125,12 +125,24 @@ def _sweep_chart(series: dict[str, dict], title: str) -> go.Figure:
 
 def _study_label(study: compare.StudyInfo) -> str:
     where = "shipped" if study.shipped else "your runs"
-    return f"{study.name} ({len(study.finished)}/{len(study.runs)} runs finished, {where})"
+    damaged = f", {len(study.problems)} damaged" if study.problems else ""
+    return f"{study.name} ({len(study.finished)}/{len(study.runs)} runs finished{damaged}, {where})"
 
 
-studies = compare.list_studies()
+def _damaged(items: list[tuple[str, str]], what: str) -> None:
+    """Name each damaged run and what is wrong with it (the page shows the others)."""
+    lines = "\n".join(f"- `{run_id}`: {problem}" for run_id, problem in items)
+    st.warning(f"{what}:\n\n{lines}", icon=":material/report:")
+
+
+unreadable = [(info.run_id, info.error or "") for info in compare.unreadable_runs()]
+if unreadable:
+    _damaged(unreadable, f"{len(unreadable)} run folder(s) could not be read and are left out")
+studies = compare.list_studies(checks=compare.RUN_CHECKS)
 if not studies:
     _empty_state()
+    if unreadable:
+        st.session_state[VIEW_KEY]["unreadable"] = dict(unreadable)
     st.stop()
 
 by_name = {s.name: s for s in studies}
@@ -138,9 +150,16 @@ if st.session_state.get(STUDY_KEY) not in by_name:
     st.session_state[STUDY_KEY] = studies[0].name
 name = st.selectbox("Study", list(by_name), key=STUDY_KEY, format_func=lambda n: _study_label(by_name[n]))
 study = by_name[name]
-paths = tuple(str(info.path) for info in study.runs if info.error is None)
+damaged = {info.run_id: study.problems[info.path] for info in study.runs if info.path in study.problems}
+if damaged:
+    _damaged(list(damaged.items()), f"{len(damaged)} damaged run(s) of {name} skipped")
+paths = tuple(str(info.path) for info in study.usable)
 stamp = compare.fingerprint(paths)
 rows = _table(paths, stamp)
+if not rows:
+    st.info(f"No run of {name} can be shown.", icon=":material/info:")
+    st.session_state[VIEW_KEY] = {"study": name, "rows": [], "damaged": damaged, "unreadable": dict(unreadable)}
+    st.stop()
 finished = [r for r in rows if r["state"] == "finished"]
 unprobed = [r for r in finished if r["mlp_acc"] is None]
 dims = sorted({r["latent_dim"] for r in rows})
@@ -152,7 +171,7 @@ if not_done := [r for r in rows if r["state"] != "finished"]:
     st.warning("Not finished: " + ", ".join(f"{r['run_id']} ({r['state']})" for r in not_done)
                + ". Run the study command again to continue them.", icon=":material/hourglass_top:")
 if unprobed:
-    cmd = "python -m core.probes " + " ".join(str(info.path) for info in study.runs
+    cmd = "python -m core.probes " + " ".join(str(info.path) for info in study.usable
                                                if info.run_id in {r["run_id"] for r in unprobed})
     st.info(f"{len(unprobed)} finished run(s) have no probe results yet; compute them with\n\n```bash\n{cmd}\n```",
             icon=":material/info:")
@@ -189,7 +208,8 @@ st.download_button("Download the table (CSV)", csv_text, file_name=f"{name}-resu
 
 # -- bar charts ------------------------------------------------------------------------------------
 view: dict[str, Any] = {"study": name, "rows": rows, "probe": probe, "latent_dim": latent,
-                        "order": [rows[i]["run_id"] for i in frame.index]}
+                        "order": [rows[i]["run_id"] for i in frame.index], "damaged": damaged,
+                        "unreadable": dict(unreadable)}
 charts: dict[str, list[dict]] = {}
 chart_cols = st.columns(2)
 for col, (metric, accuracy) in zip(chart_cols, ((f"{probe}_acc", True), (f"{probe}_ce", False)), strict=True):
@@ -224,8 +244,7 @@ if len(dims) > 1:
     view["sweep"] = series
 
 # -- what the models draw --------------------------------------------------------------------------
-shown_paths = tuple(str(info.path) for info in study.runs
-                    if info.error is None and info.state == "finished" and info.latent_dim == latent)
+shown_paths = tuple(str(info.path) for info in study.usable if info.state == "finished" and info.latent_dim == latent)
 images = _images(shown_paths, compare.fingerprint(shown_paths)) if shown_paths else {}
 rec_col, sample_col = st.columns(2)
 with rec_col:
@@ -254,8 +273,8 @@ view["reconstructions"] = (images.get("reconstructions") or {}).get("labels", []
 view["samples"] = (images.get("samples") or {}).get("labels", [])
 
 # -- the adaptive loss's α and c -------------------------------------------------------------------
-adaptive_runs = [info for info in study.runs if info.loss == "adaptive" and info.state == "finished"
-                 and info.latent_dim == latent and info.error is None]
+adaptive_runs = [info for info in study.usable if info.loss == "adaptive" and info.state == "finished"
+                 and info.latent_dim == latent]
 view["adaptive"] = []
 if adaptive_runs:
     st.subheader("What the adaptive loss learned")

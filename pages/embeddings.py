@@ -19,7 +19,7 @@ from core import compare
 from core import latent_view as lv
 from core import projections as pj
 from core.jobs import loss_label
-from core.runs import Run, RunFormatError, RunInfo, checkpoints_root, list_runs, open_run, runs_root
+from core.runs import RunFormatError, RunInfo, checkpoints_root, open_run, runs_root
 from pages.chrome import fast_figure, page_header
 
 # Session-state keys, prefixed so they cannot collide with other pages' widgets.
@@ -84,11 +84,6 @@ def _model(path: str, stamp: tuple) -> Any:
     return open_run(path).load_model()
 
 
-def _usable_runs() -> list[RunInfo]:
-    # RunInfo has no has_embeddings: check Run's file by its name rather than opening every run again
-    return [r for r in list_runs() if r.error is None and (r.path / Run.EMBEDDINGS).is_file()]
-
-
 def _run_label(info: RunInfo) -> str:
     where = " · shipped" if info.shipped else ""
     return f"{loss_label(info.config or {})} · {info.dataset} · z{info.latent_dim} · {info.run_id}{where}"
@@ -102,14 +97,19 @@ def _title(info: RunInfo) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Controls
 
-runs = _usable_runs()
+# Newest first, a run dated in the future last (never the default); damaged runs are named and left out.
+runs, damaged = compare.embedding_runs()
+if damaged:
+    st.warning(f"{len(damaged)} damaged run(s) left out:\n\n" + "\n".join(
+        f"- `{info.run_id}`: {problem}" for info, problem in damaged), icon=":material/report:")
+damaged_view = {info.run_id: problem for info, problem in damaged}
 if not runs:
     st.info(
         f"No run with embeddings yet. Runs are looked for in `{runs_root()}` and `{checkpoints_root()}`; "
         "embeddings are written when training finishes. Train one on the **Train** page, or from a shell: "
         "`python -m core.train --dataset digits --loss cauchy --latent-dim 8 --epochs 2`."
     )
-    st.session_state[VIEW_KEY] = {"runs": [], "mode": None}
+    st.session_state[VIEW_KEY] = {"runs": [], "mode": None, **({"damaged": damaged_view} if damaged else {})}
     st.stop()
 
 by_path = {str(r.path): r for r in runs}
@@ -333,6 +333,7 @@ def _picked_index(event: Any) -> int | None:
 
 shown = [p for p in chosen if layouts.get(p) is not None]
 view: dict[str, Any] = {"mode": mode, "method": method, "options": pj.method_options(method, options),
+                        "damaged": damaged_view,
                         "source": source, "seed": seed, "runs": [by_path[p].run_id for p in chosen],
                         "shown": [by_path[p].run_id for p in shown], "missing": [by_path[p].run_id for p in missing
                                                                                  if layouts.get(p) is None],

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -111,6 +112,17 @@ def test_oversized_archives_and_zip_bombs_are_refused(trained: Path, roots: Path
     _refused(many, roots, "entries", max_members=20)
 
 
+def test_a_zip_comment_or_a_stub_before_the_zip_does_not_hide_the_entry_count(trained: Path, roots: Path) -> None:
+    buffer = io.BytesIO(export_run(trained))
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = b"exported for a colleague " * 20  # the end record is no longer the last 22 bytes
+    data = b"#!/bin/sh a self-extractor's stub\n" + buffer.getvalue()
+    entries = len(zipfile.ZipFile(io.BytesIO(data)).infolist())
+    assert run_archive._end_record(io.BytesIO(data))[0] == entries
+    assert run_archive._end_record(io.BytesIO(data[:-100]))[0] == entries  # a cut-off comment: searched for
+    import_run(data, roots)
+
+
 @pytest.mark.parametrize("name", ["/etc/passwd", "../evil.json", "run/../../evil.json", "..\\evil.json",
                                   "C:/evil.json", "run/./config.json"])
 def test_unsafe_paths_are_refused(trained: Path, roots: Path, name: str) -> None:
@@ -172,7 +184,7 @@ def test_files_outside_the_run_format_are_refused(trained: Path, roots: Path) ->
     (lambda c: json.dumps({**c, "format": "someone-else/run"}), "not a robust-loss-lab run"),
     (lambda c: json.dumps({**c, "version": 99}), "version 99"),
     (lambda c: json.dumps({**c, "run_id": "../../escape"}), "not a valid run name"),
-    (lambda c: json.dumps({**c, "loss": "nope"}), "unknown loss"),
+    (lambda c: json.dumps({**c, "loss": "nope"}), "'nope'"),
     (lambda c: json.dumps({**c, "latent_dim": -3}), "latent_dim"),
     (lambda c: json.dumps({**c, "surprise": 1}), "unknown configuration field"),
     (lambda c: json.dumps({**c, "model": {**c["model"], "latent_dim": 7}}), "does not match"),
@@ -183,17 +195,107 @@ def test_malformed_config_is_refused(trained: Path, roots: Path, change, needle:
     _refused(_zip(entries), roots, needle)
 
 
-def test_damaged_run_files_are_refused_after_staging_and_nothing_is_left(trained: Path, roots: Path) -> None:
+def _format_1_checkpoint(trained: Path) -> dict[str, bytes]:
+    """The trained run's checkpoint as run format 1 writes it: optimizer.safetensors + trainer_state.json,
+    stamped with the step (model.safetensors carries the same stamp)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    file = trained / "checkpoint.safetensors"
+    if not file.is_file():  # the trainer still writes format 1
+        return {name: (trained / name).read_bytes() for name in ("optimizer.safetensors", "trainer_state.json")}
+    with safe_open(str(file), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(file))
+    optimizer = {k[len("optimizer/"):]: v for k, v in tensors.items() if k.startswith("optimizer/")}
+    return {"optimizer.safetensors": save_safetensors(optimizer, metadata={"global_step": meta["global_step"]}),
+            "trainer_state.json": meta["trainer_state"].encode()}
+
+
+def test_damaged_run_files_are_refused_and_nothing_is_left(trained: Path, roots: Path) -> None:
     entries = {name: (trained / name).read_bytes() for name in _files(trained)}
     _refused(_zip({**entries, "model.safetensors": b"\x08\0\0\0\0\0\0\0{}"}), roots, "safetensors")
     _refused(_zip({**entries, "history.jsonl": b"{}\nnot json\n{}\n"}), roots, "line 2")
-    # Weights from another step than trainer_state.json: a torn checkpoint, caught once unpacked.
-    state = json.loads(entries["trainer_state.json"])
+    _refused(_zip({**entries, "history.jsonl": b"{}\n[1, 2]\n"}), roots, "line 2")
+    truncated = entries["embeddings.safetensors"][:-7]
+    _refused(_zip({**entries, "embeddings.safetensors": truncated}), roots, "truncated")
+    # Weights from another step than trainer_state.json (run format 1): a torn checkpoint, caught once unpacked.
+    v1 = {k: v for k, v in entries.items() if k != "checkpoint.safetensors"} | _format_1_checkpoint(trained)
+    state = json.loads(v1["trainer_state.json"])
     torn = json.dumps({**state, "global_step": state["global_step"] + 1}).encode()
-    _refused(_zip({**entries, "trainer_state.json": torn}), roots, "torn")
-    # Weights that do not fit the model config.json describes.
+    _refused(_zip({**v1, "trainer_state.json": torn}), roots, "torn")
+    # Weights that do not fit the model config.json describes: refused from the header, before unpacking.
     wrong = save_safetensors({"encoder.weight": torch.zeros(2, 2)}, metadata={"global_step": str(state["global_step"])})
     _refused(_zip({**entries, "model.safetensors": wrong}), roots, "does not fit")
+    weights = run_archive._check_safetensors("model.safetensors", entries["model.safetensors"]).tensors
+    name = next(k for k in weights if k.endswith(".weight") and len(weights[k].shape) == 2)
+    tensors = {k: torch.zeros(weights[k].shape) for k in weights}
+    tensors[name] = torch.zeros(weights[name].shape[0] + 1, weights[name].shape[1])
+    _refused(_zip({**entries, "model.safetensors": save_safetensors(tensors)}), roots, f"{name} is F32")
+
+
+def test_embeddings_and_projections_must_fit_the_config(trained: Path, roots: Path) -> None:
+    entries = {name: (trained / name).read_bytes() for name in _files(trained)}
+    config = json.loads(entries["config.json"])
+    n, d = config["split"]["val"], config["latent_dim"]
+    base = {"mu": torch.zeros(n, d), "logvar": torch.zeros(n, d), "labels": torch.zeros(n, dtype=torch.int64)}
+
+    def embeddings(**change: torch.Tensor) -> bytes:
+        return _zip({**entries, "embeddings.safetensors": save_safetensors({**base, **change})})
+
+    _refused(embeddings(mu=torch.zeros(n, d + 1)), roots, f"not float (n, {d})")
+    _refused(embeddings(mu=torch.zeros(n + 1, d), logvar=torch.zeros(n + 1, d),
+                        labels=torch.zeros(n + 1, dtype=torch.int64)), roots, f"more than the {n:,} validation")
+    _refused(embeddings(logvar=torch.zeros(n - 1, d)), roots, "logvar is F32")
+    _refused(embeddings(images=torch.zeros(n, 3, 2, 2, dtype=torch.uint8)), roots, "images is U8")
+    _refused(embeddings(extra=torch.zeros(n)), roots, "'extra'")
+    projection = save_safetensors({"coords": torch.zeros(n + 5, 3), "seconds": torch.tensor(1.0)})
+    _refused(_zip({**entries, "projections/pca-0123456789abcdef.safetensors": projection}), roots, "coords")
+    projection = save_safetensors({"coords": torch.zeros(n, 3)})  # the page reads its seconds
+    _refused(_zip({**entries, "projections/pca-0123456789abcdef.safetensors": projection}), roots, "seconds")
+    import_run(embeddings(mu=torch.ones(n, d)), roots)  # the same shapes, any values: accepted
+
+
+def test_a_config_dated_in_the_future_or_with_an_impossible_split_is_refused(trained: Path, roots: Path) -> None:
+    entries = {name: (trained / name).read_bytes() for name in _files(trained)}
+    config = json.loads(entries["config.json"])
+    for change, needle in (({"created": "2999-01-01T00:00:00+00:00"}, "in the future"),
+                           ({"created": "yesterday"}, "not an ISO time"),
+                           ({"split": {**config["split"], "val": 10**9}}, "split.val"),
+                           ({"split": "x"}, "split")):
+        _refused(_zip({**entries, "config.json": json.dumps({**config, **change}).encode()}), roots, needle)
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [40, 5000])  # past MAX_JSON_DEPTH; past Python's recursion limit (1000)
+def test_deeply_nested_json_is_refused_not_a_recursion_error(trained: Path, roots: Path, depth: int) -> None:
+    entries = {name: (trained / name).read_bytes() for name in _files(trained)}
+    config = json.loads(entries["config.json"])
+    deep = _nested(depth)
+    cases = {
+        "config.json": '{"format": "robust-loss-lab/run", "version": 1, "x": ' + deep + "}",
+        "probes.json": '{"probes": ' + deep + "}",
+        "status.json": '{"state": "finished", "x": ' + deep + "}",
+        "history.jsonl": '{"kind": "step"}\n{"kind": ' + deep + '}\n{"kind": "step"}\n',
+    }
+    for name, content in cases.items():
+        _refused(_zip({**entries, name: content.encode()}), roots, "nests")
+    _refused(_zip({**entries, "history.jsonl": ('{"kind": ' + deep + "}\n").encode()}), roots, "nests")  # last line
+    header = ('{"x": ' + deep + "}").encode()
+    bad_header = struct.pack("<Q", len(header)) + header
+    for name in ("model.safetensors", "embeddings.safetensors"):
+        _refused(_zip({**entries, name: bad_header}), roots, "nests")
+    if "checkpoint.safetensors" in entries:
+        layout = run_archive._check_safetensors("c", entries["checkpoint.safetensors"])
+        assert "trainer_state" in layout.metadata
+        from safetensors.torch import load
+        tensors = load(entries["checkpoint.safetensors"])
+        deep_state = save_safetensors(tensors, metadata={**layout.metadata, "trainer_state": deep})
+        _refused(_zip({**entries, "checkpoint.safetensors": deep_state}), roots, "nests")
+    assert config["format"] == "robust-loss-lab/run"
 
 
 def test_import_into_the_shipped_folder_is_refused(trained: Path, roots: Path) -> None:
