@@ -1,21 +1,19 @@
-"""The per-loss comparison behind the Compare page and the study report, free of Streamlit and plotly.
+"""The comparison of runs behind the Compare page and the study report, free of Streamlit and plotly.
 
 Data: `list_studies()` groups runs by their config's "study"; `results_table(runs)` gives one row per run
-(loss, latent size, seed, probe accuracy and cross-entropy, validation numbers, timings);
-`aggregate(rows, metric)` folds seeds into mean ± standard deviation; `reconstructions(runs)` decodes the
-same validation images' μ under each run; `prior_samples(runs)` decodes the same z ~ N(0, I) under each
-(`load_models(runs)` loads the VAEs once for both);
-`adaptive_maps(run)` gives the learned per-pixel α and c of an adaptive run; `sweep(rows, metric)` the
-metric against latent size per loss.
+(model, loss, latent size, seed, probe accuracy and cross-entropy, validation numbers, timings);
+`aggregate(rows, metric)` folds seeds into mean ± standard deviation; `sweep(rows, metric)` the metric
+against latent size per model and loss. What the models draw, each through its family: `reconstructions`
+(the same validation images decoded under each run), `prior_samples` (each run's prior, where it has
+one), `adaptive_maps` (the learned per-pixel α and c); `load_objectives(runs)` loads the trained models
+once for those.
 
-Damaged runs: one bad run must not take a page down. `run_problem(info, checks)` says what is wrong
-with a run (its config's fields, its embeddings' and weights' safetensors headers against the config,
-its history's and probes' readability), reading no tensor data; `list_studies` records each study's
-damaged runs in `StudyInfo.problems`; `usable_runs` splits any list of runs into the usable ones and
-the damaged ones with their problems; `unreadable_runs` lists the run folders whose config cannot be
-read (they name no study); `embedding_runs` gives the Embeddings page its runs. `newest_first(infos)`
-orders runs for a default choice with runs dated in the future (a wrong clock, a crafted config) after
-every other.
+Damaged runs: one bad run must not take a page down. `list_studies(checks=...)` records each study's
+damaged runs in `StudyInfo.problems` (what is wrong: `core.run_check.run_problem`); `usable_runs` splits
+any list of runs into the usable ones and the damaged ones with their problems; `unreadable_runs` lists
+the run folders whose config cannot be read (they name no study); `embedding_runs` gives the Embeddings
+page its runs. `newest_first(infos)` orders runs for a default choice with runs dated in the future (a
+wrong clock, a crafted config) after every other.
 
 Figures, as files a report can embed and a page can offer for download: `bar_chart_svg`,
 `line_chart_svg` (plain SVG text) and `image_grid_png`, `heatmap_png` (PNG bytes, drawn with Pillow).
@@ -36,9 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.latent_view import reconstruct, rows_at, validation_images
+from core.families import family_of, load_objective
+from core.families.recon import loss_label
+from core.latent_view import rows_at, validation_images
 from core.losses import LOSSES
 from core.probes import summary
+from core.run_check import EMBEDDING_CHECKS, RUN_CHECKS, run_problem
 from core.runs import Run, RunFormatError, RunInfo, checkpoints_root, list_runs, runs_root
 
 __all__ = [
@@ -51,50 +52,48 @@ __all__ = [
     "aggregate",
     "bar_chart_svg",
     "colourise",
-    "config_problem",
+    "columns",
     "embedding_runs",
-    "embeddings_problem",
     "fingerprint",
     "heatmap_png",
     "image_grid_png",
     "line_chart_svg",
     "list_studies",
-    "load_models",
+    "load_objectives",
     "loss_colour",
-    "loss_label",
     "newest_first",
     "pick_validation_images",
     "prior_samples",
     "reconstructions",
     "results_row",
     "results_table",
-    "run_problem",
     "study_dir",
     "sweep",
     "table_csv",
     "unreadable_runs",
     "usable_runs",
-    "weights_problem",
 ]
 
 # What a table row holds, in column order (CSV and page).
 COLUMNS = (
-    "loss_label", "latent_dim", "seed", "mlp_acc", "mlp_acc_std", "mlp_ce", "mlp_ce_std", "linear_acc",
+    "model", "loss_label", "latent_dim", "seed", "mlp_acc", "mlp_acc_std", "mlp_ce", "mlp_ce_std", "linear_acc",
     "linear_ce", "knn_acc", "knn_ce", "knn_k", "val_recon", "val_kl", "active_units", "alpha_mean",
-    "scale_mean", "train_s", "probe_s", "epochs", "limit_train", "probe_train", "probe_test", "state", "loss",
-    "loss_alpha", "dataset", "study", "run_id",
+    "scale_mean", "train_s", "probe_s", "epochs", "limit_train", "probe_train", "probe_test", "probe_features",
+    "state", "family", "loss", "loss_alpha", "dataset", "study", "run_id",
 )
 # Metrics a chart can show: key -> (title, higher is better).
 METRICS = {
-    "mlp_acc": ("MLP probe accuracy (z = μ + σε)", True),
+    "mlp_acc": ("MLP probe accuracy", True),
     "mlp_ce": ("MLP probe cross-entropy (nats)", False),
-    "linear_acc": ("linear probe accuracy (μ)", True),
+    "linear_acc": ("linear probe accuracy", True),
     "linear_ce": ("linear probe cross-entropy (nats)", False),
-    "knn_acc": ("k-NN probe accuracy (cosine, μ)", True),
+    "knn_acc": ("k-NN probe accuracy (cosine)", True),
     "knn_ce": ("k-NN probe cross-entropy (nats)", False),
     "val_recon": ("validation reconstruction loss", False),
-    "val_kl": ("validation KL", False),
-    "active_units": ("active latent units", True),
+    "val_kl": ("validation KL (VAE)", False),
+    "active_units": ("active latent units (VAE)", True),
+    "val_commit": ("validation commitment (VQ-VAE)", False),
+    "codes_used": ("codes used in the last epoch (VQ-VAE)", True),
 }
 # One colour per loss, the same in every chart (colour-blind-safe Tableau 10).
 _COLOURS = {
@@ -103,17 +102,6 @@ _COLOURS = {
     "l1": "#9c755f", "students_t": "#bab0ac",
 }
 STUDIES_DIR = "studies"  # <root>/studies/<name>/: a study's report, table and figures
-
-
-def loss_label(loss: str, alpha: float | None = None) -> str:
-    """'Cauchy', 'MSE', 'General (α=1)': the loss's title from the registry, with α where it is chosen."""
-    info = LOSSES.get(loss)
-    title = info.title if info else loss
-    if loss == "general" and alpha is not None:
-        return f"General (α={alpha:g})"
-    if loss == "students_t" and alpha is not None:
-        return f"Student's t (ν={alpha:g})"
-    return title
 
 
 def loss_colour(loss: str) -> str:
@@ -190,227 +178,19 @@ def _number(value: Any) -> float | None:
 
 def _run_order(config: dict) -> tuple:
     # Every key a number, whatever a damaged config holds: a sort must never compare a str with an int.
+    from core.families import FAMILIES
+
+    families = list(FAMILIES)
+    family = config.get("family", "vae")
+    family_rank = families.index(family) if isinstance(family, str) and family in families else len(families)
     loss = config.get("loss", "")
     rank = _LOSS_ORDER.index(loss) if isinstance(loss, str) and loss in _LOSS_ORDER else len(_LOSS_ORDER)
-    return (rank, _number(config.get("loss_alpha")) or 0.0, _number(config.get("latent_dim")) or 0.0,
+    return (family_rank, rank, _number(config.get("loss_alpha")) or 0.0, _number(config.get("latent_dim")) or 0.0,
             _number(config.get("seed")) or 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Damaged runs
-
-RUN_CHECKS = ("config", "embeddings", "model", "history", "probes")  # what the Compare page reads
-EMBEDDING_CHECKS = ("config", "embeddings")  # what the Embeddings page reads (weights only on a click)
-_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
-_INT_DTYPES = ("I64", "I32")
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def config_problem(config: Any) -> str | None:
-    """What is wrong with a run's config.json for these pages (None if nothing): the fields they read,
-    with the types they need, and a model spec that builds. The fix names the field."""
-    if not isinstance(config, dict):
-        return f"config.json holds {_type_name(config)}, not an object; restore it from a copy or retrain the run"
-
-    def bad(key: str, want: str) -> str:
-        return (f"config.json: {key!r} should be {want}, not {_type_name(config.get(key))} "
-                f"({config.get(key)!r:.40}); correct it, or retrain the run")
-
-    for key in ("run_id", "dataset", "loss"):
-        if not isinstance(config.get(key), str):
-            return bad(key, "a name")
-    for key in ("latent_dim",):
-        if not _is_int(config.get(key)) or config[key] < 1:
-            return bad(key, "a whole number ≥ 1")
-    for key in ("seed", "epochs", "limit_train"):
-        if config.get(key) is not None and not _is_int(config[key]):
-            return bad(key, "a whole number or null")
-    for key in ("loss_alpha", "loss_scale", "adaptive_alpha_lo", "adaptive_alpha_hi"):
-        if config.get(key) is not None and _number(config[key]) is None:
-            return bad(key, "a number or null")
-    for key in ("study", "created"):
-        if config.get(key) is not None and not isinstance(config[key], str):
-            return bad(key, "text or null")
-    split = config.get("split")
-    if not isinstance(split, dict) or not all(_is_int(split.get(k)) and split[k] >= 0 for k in ("train", "val")):
-        return bad("split", "an object of image counts (train, val, test)")
-    model = config.get("model")
-    if not isinstance(model, dict):
-        return bad("model", "an object (kind, image_shape, latent_dim, width)")
-    shape = model.get("image_shape")
-    if (model.get("kind") != "conv_vae" or not isinstance(shape, list) or len(shape) != 3
-            or not all(_is_int(v) and v >= 1 for v in shape) or not _is_int(model.get("width"))
-            or model["width"] < 1 or model.get("latent_dim") != config["latent_dim"]):
-        return (f"config.json: 'model' {model!r:.120} is not a conv_vae spec of image_shape [C, H, W], width and "
-                f"the run's latent_dim {config['latent_dim']}; correct it, or retrain the run")
-    return None
-
-
-def _header(file: Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], str | None]:
-    """A safetensors file's tensors {name: (dtype, shape)} from its header, or why it cannot be read.
-    safe_open maps the file and checks the header covers it exactly; it reads no tensor data."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as fh:
-            return {k: (fh.get_slice(k).get_dtype(), tuple(fh.get_slice(k).get_shape()))
-                    for k in fh.keys()}, None  # noqa: SIM118 (a safe_open handle is no dict)
-    except (SafetensorError, OSError, ValueError) as exc:
-        return {}, str(exc)
-
-
-def _redo(folder: Path, shipped: bool, *files: str) -> str:
-    """How to get damaged files back: shipped runs from the repository; others from their checkpoint
-    (a resume of a finished run rewrites its weights and embeddings once they are gone), else retrain."""
-    if shipped:
-        return "restore checkpoints/ from the repository (git checkout checkpoints/)"
-    checkpoint = getattr(Run, "CHECKPOINT", "checkpoint.safetensors")
-    if (folder / checkpoint).is_file() or (folder / "trainer_state.json").is_file():
-        return (f"delete {' and '.join(files)} and run `python -m core.train --resume {folder}` to write "
-                f"{'it' if len(files) == 1 else 'them'} again from the checkpoint")
-    return "the run has no checkpoint to rebuild it from: retrain it"
-
-
-def embeddings_problem(file: Path, config: dict, *, shipped: bool = False) -> str | None:
-    """What is wrong with a run's embeddings.safetensors (None if nothing): readable, with μ and log σ²
-    of (n, latent_dim), n ≥ 1 and at most the validation split, labels and index of (n,), images of
-    (n, C, H, W) uint8 when there. Headers only."""
-    tensors, error = _header(file)
-    fix = _redo(file.parent, shipped, Run.EMBEDDINGS)
-    if error is not None:
-        return f"{file.name} cannot be read ({error}): it is damaged or cut short; {fix}"
-    d = config["latent_dim"]
-    n_max = config["split"]["val"]
-    mu = tensors.get("mu")
-    if mu is None or len(mu[1]) != 2 or mu[1][1] != d or mu[0] not in _FLOAT_DTYPES or not 1 <= mu[1][0] <= n_max:
-        got = f"{mu[0]} {list(mu[1])}" if mu else "missing"
-        return (f"{file.name}: mu is {got}, not float (n, {d}) with 1 ≤ n ≤ {n_max:,} (config.json's latent_dim and "
-                f"validation split); {fix}")
-    n = mu[1][0]
-    wanted = {"logvar": ((n, d), _FLOAT_DTYPES), "labels": ((n,), _INT_DTYPES), "index": ((n,), _INT_DTYPES),
-              "source_index": ((n,), _INT_DTYPES), "images": ((n, *config["model"]["image_shape"]), ("U8",))}
-    for key, (shape, dtypes) in wanted.items():
-        entry = tensors.get(key)
-        if entry is None and key in ("logvar", "labels", "index"):
-            return f"{file.name} lacks {key!r}; {fix}"
-        if entry is not None and (entry[1] != shape or entry[0] not in dtypes):
-            return f"{file.name}: {key} is {entry[0]} {list(entry[1])}, not {'/'.join(dtypes)} {list(shape)}; {fix}"
-    return None
-
-
-def weights_problem(file: Path, config: dict, *, shipped: bool = False) -> str | None:
-    """What is wrong with a run's model.safetensors (None if nothing): readable, holding exactly the
-    tensors of the model and loss config.json describes (the model built on the meta device)."""
-    import torch
-
-    from core.objective import build_loss, build_model
-
-    tensors, error = _header(file)
-    fix = _redo(file.parent, shipped, Run.MODEL, Run.EMBEDDINGS)
-    if error is not None:
-        return f"{file.name} cannot be read ({error}): it is damaged or cut short; {fix}"
-    try:
-        with torch.device("meta"):
-            model = build_model(config)
-        loss = build_loss(config)
-    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        return f"config.json describes a model or loss that cannot be built ({exc}); correct it, or retrain the run"
-    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    wanted.update({f"loss.{k}": tuple(v.shape) for k, v in loss.state_dict().items()})
-    for key, shape in wanted.items():
-        if key not in tensors:
-            return f"{file.name} lacks {key}, which config.json's model has; {fix}"
-        if tensors[key][1] != shape or tensors[key][0] not in _FLOAT_DTYPES:
-            return (f"{file.name}: {key} is {tensors[key][0]} {list(tensors[key][1])}, config.json's model has "
-                    f"{list(shape)}; {fix}")
-    if extra := sorted(set(tensors) - set(wanted)):
-        return f"{file.name} holds {', '.join(extra[:3])}, which config.json's model has not; {fix}"
-    return None
-
-
-def _probes_problem(results: Any) -> str | None:
-    """What in probes.json the table cannot read (None if nothing): the numbers `results_row` takes."""
-    if not isinstance(results, dict):
-        return "it is not a JSON object"
-    probes = results.get("probes")
-    if probes is None:
-        return None
-    if not isinstance(probes, dict):
-        return f"'probes' is {_type_name(probes)}, not an object"
-    for name in ("mlp", "linear", "knn"):
-        probe = probes.get(name)
-        if not probe:
-            continue
-        if not isinstance(probe, dict):
-            return f"probes.{name} is {_type_name(probe)}, not an object"
-        for key in ("accuracy", "cross_entropy"):
-            if _number(probe.get(key)) is None:
-                return f"probes.{name}.{key} is {probe.get(key)!r:.30}, not a number"
-        for key in ("accuracy_std", "cross_entropy_std", "best_k"):
-            if probe.get(key) is not None and _number(probe[key]) is None:
-                return f"probes.{name}.{key} is {probe[key]!r:.30}, not a number"
-    for key in ("seconds", "encode_seconds"):
-        if results.get(key) is not None and _number(results[key]) is None:
-            return f"{key!r} is {results[key]!r:.30}, not a number"
-    settings, split = results.get("settings"), results.get("split")
-    if settings is not None and (not isinstance(settings, dict)
-                                 or not isinstance(settings.get("seeds") or [], list)):
-        return "'settings' is not an object with a list of seeds"
-    if split is not None:
-        if not isinstance(split, dict):
-            return f"'split' is {_type_name(split)}, not an object"
-        for key in ("train", "test"):
-            part = split.get(key)
-            if part is not None and (not isinstance(part, dict) or (part.get("n") is not None
-                                                                    and not _is_int(part["n"]))):
-                return f"split.{key} is not an object with a count n"
-    return None
-
-
-def run_problem(info: RunInfo, checks: Collection[str] = RUN_CHECKS) -> str | None:
-    """What is wrong with a run, naming the file (and field) and the fix, or None when the pages can
-    show it. checks: "config", "embeddings", "model" (the files' safetensors headers against the
-    config; absent files are not damage), "history" (readable text), "probes" (the numbers the table
-    reads). No tensor data is read."""
-    if info.error:
-        return info.error
-    problem = config_problem(info.config)
-    if problem or info.config is None:
-        return problem
-    config = info.config
-    if "embeddings" in checks and (info.path / Run.EMBEDDINGS).is_file():
-        problem = embeddings_problem(info.path / Run.EMBEDDINGS, config, shipped=info.shipped)
-    if not problem and "model" in checks and (info.path / Run.MODEL).is_file():
-        problem = weights_problem(info.path / Run.MODEL, config, shipped=info.shipped)
-    if problem or not ({"history", "probes"} & set(checks)):
-        return problem
-    try:
-        run = info.open()
-    except (RunFormatError, OSError, RecursionError) as exc:
-        return str(exc)
-    if "history" in checks:
-        try:
-            run.history()
-        except UnicodeDecodeError as exc:
-            return (f"history.jsonl is not UTF-8 text ({exc.reason} at byte {exc.start}); remove the damaged line, "
-                    f"or restore the file from a copy")
-        except (RunFormatError, OSError, ValueError, RecursionError) as exc:
-            return f"history.jsonl cannot be read ({exc}); remove the damaged line, or restore the file from a copy"
-    if "probes" in checks and (info.path / Run.PROBES).is_file():
-        try:
-            why = _probes_problem(run.probes())
-        except (RunFormatError, OSError, ValueError, RecursionError) as exc:
-            why = f"it cannot be read ({exc})"
-        if why is not None:
-            return f"probes.json: {why}; delete it and compute the probes again (python -m core.probes {info.path})"
-    return None
+# Damaged runs (what is wrong with one: core.run_check)
 
 
 def usable_runs(infos: Iterable[RunInfo], checks: Collection[str] = EMBEDDING_CHECKS
@@ -484,9 +264,14 @@ def fingerprint(paths: Iterable[str | Path]) -> tuple:
     return tuple(out)
 
 
+# Epoch-record numbers a table row carries besides the validation metrics (val_*): the families' own.
+EPOCH_EXTRAS = ("active_units", "alpha_mean", "scale_mean", "codes_used", "perplexity_epoch")
+
+
 def results_row(run: Run) -> dict:
     """One row of the comparison table for a run (None where a number is not there yet)."""
     cfg, status = run.config, run.status()
+    family = family_of(cfg)
     last = _last_epoch(run)
     probes = run.probes()
     numbers = summary(probes)
@@ -496,21 +281,28 @@ def results_row(run: Run) -> dict:
     if probes:
         probe_s = round((_number(probes.get("seconds")) or 0.0) + (_number(probes.get("encode_seconds")) or 0.0), 1)
     row = {
-        "run_id": run.run_id, "study": cfg.get("study"), "dataset": cfg.get("dataset"), "loss": cfg.get("loss"),
-        "loss_alpha": cfg.get("loss_alpha"), "loss_label": loss_label(cfg.get("loss", ""), cfg.get("loss_alpha")),
-        "latent_dim": cfg.get("latent_dim"), "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
-        "limit_train": cfg.get("limit_train"), "state": status.get("state"),
+        "run_id": run.run_id, "study": cfg.get("study"), "dataset": cfg.get("dataset"), "family": family.name,
+        "model": family.describe(cfg), "loss": cfg.get("loss"), "loss_alpha": cfg.get("loss_alpha"),
+        "loss_label": loss_label(cfg), "latent_dim": family.latent_size(cfg), "seed": cfg.get("seed"),
+        "epochs": cfg.get("epochs"), "limit_train": cfg.get("limit_train"), "state": status.get("state"),
         **numbers,
-        # History values are numbers or None, whatever a damaged line held (the table's columns are numeric)
-        "val_recon": _number(last.get("val_recon")), "val_kl": _number(last.get("val_kl")),
-        "active_units": _number(last.get("active_units")), "alpha_mean": _number(last.get("alpha_mean")),
-        "scale_mean": _number(last.get("scale_mean")),
+        "probe_features": settings.get("features", "z") if probes else None,
         "train_s": round(elapsed, 1) if (elapsed := _number(last.get("elapsed_s"))) is not None else None,
         "probe_s": probe_s,
         "probe_train": (split.get("train") or {}).get("n"), "probe_test": (split.get("test") or {}).get("n"),
         "probe_seeds": len(settings.get("seeds") or []) or None,
     }
+    # History values are numbers or None, whatever a damaged line held (the table's columns are numeric).
+    row.update({k: _number(v) for k, v in last.items() if k.startswith("val_") or k in EPOCH_EXTRAS})
     return row
+
+
+def columns(rows: Sequence[dict]) -> list[str]:
+    """The table's columns for these rows: COLUMNS, then any family's metrics the rows hold."""
+    out = list(COLUMNS)
+    for row in rows:
+        out += [k for k in row if k not in out and k != "probe_seeds"]
+    return out
 
 
 def results_table(runs: Iterable[Run]) -> list[dict]:
@@ -519,14 +311,15 @@ def results_table(runs: Iterable[Run]) -> list[dict]:
     return [results_row(run) for run in runs]
 
 
-def table_csv(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
-    """The table as CSV text (floats to 6 significant digits, empty for missing)."""
+def table_csv(rows: Sequence[dict], names: Sequence[str] | None = None) -> str:
+    """The table as CSV text (floats to 6 significant digits, empty for missing); columns: `columns(rows)`."""
+    names = columns(rows) if names is None else names
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow(names)
     for row in rows:
         writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
-                         for c in columns])
+                         for c in names])
     return out.getvalue()
 
 
@@ -570,16 +363,16 @@ def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
 # What the models draw
 
 
-def load_models(runs: Iterable[Run]) -> dict[Path, torch.nn.Module]:
-    """Each run's VAE, by run path; a run whose weights are missing or do not fit its config is left out
-    (one such run must not keep the others' images from being drawn)."""
-    models = {}
+def load_objectives(runs: Iterable[Run]) -> dict[Path, torch.nn.Module]:
+    """Each run's trained objective, by run path; a run whose weights are missing or do not fit its
+    config is left out (one such run must not keep the others' images from being drawn)."""
+    out = {}
     for run in runs:
         try:
-            models[run.path] = run.load_model()
+            out[run.path] = load_objective(run)
         except RunFormatError:
             continue
-    return models
+    return out
 
 
 def pick_validation_images(run: Run, n: int = 10, embeddings: dict[str, torch.Tensor] | None = None
@@ -595,17 +388,25 @@ def pick_validation_images(run: Run, n: int = 10, embeddings: dict[str, torch.Te
     return np.array(chosen[:n], dtype=np.int64)
 
 
+def _labels(run: Run) -> dict:
+    family = family_of(run.config)
+    return {"run_id": run.run_id, "family": family.name, "model": family.describe(run.config),
+            "loss": run.config["loss"], "loss_label": loss_label(run.config),
+            "latent_dim": family.latent_size(run.config)}
+
+
 @torch.no_grad()
 def reconstructions(runs: Sequence[Run], n: int = 10, index: np.ndarray | None = None,
-                    models: dict[Path, torch.nn.Module] | None = None) -> dict:
+                    objectives: dict[Path, torch.nn.Module] | None = None) -> dict:
     """The same validation images under each run: {"index", "originals" (n,C,H,W) uint8, or None when
-    neither the runs nor an installed dataset hold them, "runs": [{"run_id", "loss_label", "images"
-    (n,C,H,W) uint8}]}, x̂ = decoder(μ) from the saved embeddings. models: from `load_models(runs)`
-    (loaded here when not given); runs without one are left out."""
+    neither the runs nor an installed dataset hold them, "runs": [{"run_id", "loss_label", "model",
+    "images" (n,C,H,W) uint8}]}, decoded by each family from the saved embeddings (a VAE's decoder(μ), a
+    VQ-VAE's decoder(z_q)). objectives: from `load_objectives(runs)` (loaded here when not given); runs
+    without one, or whose family has no decoder, are left out."""
     runs = [r for r in runs if r.has_embeddings]
     if not runs:
         return {"index": np.zeros(0, dtype=np.int64), "originals": None, "runs": []}
-    models = load_models(runs) if models is None else models
+    objectives = load_objectives(runs) if objectives is None else objectives
     first = runs[0].embeddings()
     index = pick_validation_images(runs[0], n, first) if index is None else np.asarray(index, dtype=np.int64)
     out: dict = {"index": index, "originals": None, "runs": []}
@@ -617,45 +418,41 @@ def reconstructions(runs: Sequence[Run], n: int = 10, index: np.ndarray | None =
             continue
         if not looked_for_originals:  # every run embeds the same validation split: the first one's will do
             out["originals"], looked_for_originals = validation_images(run, rows, emb), True
-        if run.path not in models:
+        if run.path not in objectives:
             continue
-        images = reconstruct(models[run.path], emb["mu"][torch.as_tensor(rows)])
-        out["runs"].append({"run_id": run.run_id, "loss": run.config["loss"],
-                            "loss_label": loss_label(run.config["loss"], run.config.get("loss_alpha")),
-                            "latent_dim": run.config["latent_dim"], "images": images})
+        images = family_of(run.config).decode(objectives[run.path], emb["z"][torch.as_tensor(rows)])
+        if images is not None:
+            out["runs"].append({**_labels(run), "images": images.numpy()})
     return out
 
 
 @torch.no_grad()
 def prior_samples(runs: Sequence[Run], n: int = 10, seed: int = 0,
-                  models: dict[Path, torch.nn.Module] | None = None) -> list[dict]:
-    """decoder(z) for the same z ~ N(0, I) (seeded, one draw per latent size) under each run. models: from
-    `load_models(runs)` (loaded here when not given); runs without one are left out."""
-    models = load_models(runs) if models is None else models
-    draws: dict[int, torch.Tensor] = {}
+                  objectives: dict[Path, torch.nn.Module] | None = None) -> list[dict]:
+    """Samples from each run's prior (the same seeded draw for runs of one latent size: a VAE's
+    decoder(z), z ~ N(0, I)); runs whose family has no prior, or no weights, are left out."""
+    objectives = load_objectives(runs) if objectives is None else objectives
     out = []
     for run in runs:
-        d = int(run.config["latent_dim"])
-        if d not in draws:
-            draws[d] = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
-        if run.path not in models:
+        if run.path not in objectives:
             continue
-        out.append({"run_id": run.run_id, "loss": run.config["loss"],
-                    "loss_label": loss_label(run.config["loss"], run.config.get("loss_alpha")),
-                    "latent_dim": d, "images": reconstruct(models[run.path], draws[d])})
+        images = family_of(run.config).sample(objectives[run.path], n, seed)
+        if images is not None:
+            out.append({**_labels(run), "images": images.numpy()})
     return out
 
 
 @torch.no_grad()
-def adaptive_maps(run: Run) -> dict | None:
-    """The learned α and c per pixel of an adaptive run, as (C, H, W) arrays, with their ranges; None for
-    a run whose loss learns nothing."""
-    loss = run.load_loss()
-    if not (callable(getattr(loss, "alpha", None)) and callable(getattr(loss, "scale", None))):
+def adaptive_maps(run: Run, objective: torch.nn.Module | None = None) -> dict | None:
+    """The learned α and c per pixel of a run whose reconstruction loss learns them, as (C, H, W) arrays,
+    with their ranges and bounds; None for a run whose loss learns nothing."""
+    objective = load_objective(run) if objective is None else objective
+    maps = family_of(run.config).loss_maps(objective)
+    if maps is None:
         return None
-    shape = tuple(run.config["model"]["image_shape"])
-    alpha = loss.alpha().reshape(shape).numpy().astype(np.float32)
-    scale = loss.scale().reshape(shape).numpy().astype(np.float32)
+    alpha = maps["alpha"].numpy().astype(np.float32)
+    scale = maps["scale"].numpy().astype(np.float32)
+    loss = objective.loss
     return {"run_id": run.run_id, "alpha": alpha, "scale": scale,
             "alpha_bounds": (float(loss.alpha_lo), float(loss.alpha_hi)),
             "alpha_mean": float(alpha.mean()), "scale_mean": float(scale.mean()),

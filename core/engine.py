@@ -1,4 +1,5 @@
-"""The training loop: trains a run's VAE, writing progress, checkpoints and results into its directory.
+"""The training loop: trains a run's model (whatever its family), writing progress, checkpoints and results
+into its directory.
 
     data = load_training_data(config, device)      # uint8 tensors on the device, loaded once
     run = create_run({**config, "split": data.split})
@@ -9,32 +10,34 @@ was saved at and reproduces the uninterrupted run (bit for bit on a CPU with the
 
 How a step works (no DataLoader, no host round trip):
 - the epoch's order is `randperm(n)` from a CPU generator seeded by (seed, epoch); a batch is a slice
-  of it, and the images are gathered by index from the uint8 tensor already on the device;
-- ε for the reparametrisation comes from a generator seeded by (seed, global step), so neither order
-  nor noise depends on how the run was interrupted;
-- loss = (Σ_batch recon_i + β Σ_batch kl_i) / batch size (see core.objective); Adam (fused on CUDA) over
-  the model's and the loss's parameters (the adaptive loss's α and c);
+  of it, and the images, labels and indices are gathered from tensors already on the device;
+- the family's objective takes that `Batch` and returns its terms (core/families/base.py); its noise
+  comes from generators seeded by (seed, stream, global step), so neither the order nor the noise
+  depends on how the run was interrupted;
+- loss = Σ_t w_t · Σ_batch term_t / batch size, the weights from the family (for a VAE:
+  recon + β·KL); the optimiser the config names (Adam by default, fused on CUDA) over every parameter
+  of the objective (the network's, and the adaptive loss's α and c);
 - on CUDA: bf16 autocast, channels_last, cuDNN autotuning; `compile=True` wraps the objective in
-  `torch.compile`.
-- loss statistics stay on the device and are read every `log_every` steps (one sync), where a NaN/Inf
-  stops the run as "failed" with the reason. Checkpoints are written only after the check passes (and
-  the weights are checked finite), so the last checkpoint is always a good one.
+  `torch.compile`;
+- the terms' sums stay on the device and are read every `log_every` steps (one sync), where a NaN/Inf
+  or a blown-up loss stops the run as "failed" with the reason. Checkpoints are written only after
+  the check passes (and the weights are checked finite), so the last checkpoint is always a good one.
 
 What it writes (core.runs does the writing, atomically; the files are described once, in
-docs/RUN_FORMAT.md): status.json (at most every 0.5 s, at each epoch end and at the end), history.jsonl
-(a step record every `log_every` steps, an epoch record per epoch), a checkpoint at each epoch end and
-when stopped by SIGINT/SIGTERM (committed in one rename, signals held off while it commits), and at the
-end the weights and the validation embeddings. On resume, records after the checkpoint are dropped,
-so the history reads as one run; a run whose epochs are all trained but whose finishing steps were
-cut off is finished by `--resume`.
+docs/RUN_FORMAT.md): status.json (at most every 0.5 s, at each epoch end and at the end, with the
+phase: training, validating, writing embeddings), history.jsonl (a step record every `log_every` steps,
+an epoch record per epoch), a checkpoint at each epoch end and when stopped by SIGINT/SIGTERM (committed
+in one rename, signals held off while it commits), and at the end the weights and the validation
+embeddings. On resume, records after the checkpoint are dropped, so the history reads as one run; a run
+whose epochs are all trained but whose finishing steps were cut off is finished by `--resume`.
 
-Failure: a NaN/Inf loss or weights, or a loss that grows DIVERGENCE_FACTOR-fold over its first
-values, stops the run as "failed" with the reason; the last checkpoint (written only after the checks
-passed) is kept.
+Failure: a NaN/Inf loss or weights, or a loss that grows DIVERGENCE_FACTOR-fold over its first value,
+stops the run as "failed" with the reason; the last checkpoint (written only after the checks passed)
+is kept.
 
 Data parallel: run under `torchrun --nproc_per_node=N -m core.train ...`; each rank takes every N-th
-image of each global batch (with the matching rows of ε) and scales its loss by N / batch size, so the
-averaged gradient equals the single-process one. Rank 0 does all file I/O.
+image of each global batch (with the matching rows of every noise draw) and scales its loss by
+N / batch size, so the averaged gradient equals the single-process one. Rank 0 does all file I/O.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,20 +60,21 @@ from torch import nn
 from core import datasets
 from core.device import resolve_device, tune_backend
 from core.distributed import DistContext
-from core.objective import VAEObjective, build_loss, build_model, encode, evaluate
+from core.families import Batch, Family, Objective, family_of, weights_of
+from core.families.base import load_weights, mix_seed
 from core.runs import Checkpoint, Run, RunFormatError, now_iso
 
 __all__ = [
+    "DIVERGENCE_FACTOR",
     "EMBEDDING_IMAGE_BYTES",
     "AlreadyFinished",
-    "StepInfo",
     "StopSignal",
     "TrainResult",
     "TrainingData",
     "build_objective",
+    "build_optimizer",
     "epoch_permutation",
     "load_training_data",
-    "step_noise",
     "train",
 ]
 
@@ -80,6 +84,9 @@ STATUS_INTERVAL_S = 0.5
 # size of the run's first loss (the untrained model's, on the first batch; at least 1) has blown up,
 # even while finite. A healthy run's loss falls from there; it does not grow a thousandfold.
 DIVERGENCE_FACTOR = 1e3
+# Images/s is smoothed over about this many seconds of training (an exponential moving average), so it
+# and the ETA do not jump with every short log window.
+SPEED_SMOOTHING_S = 5.0
 
 
 class AlreadyFinished(Exception):
@@ -87,7 +94,7 @@ class AlreadyFinished(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Data and randomness
+# Data, randomness, the objective and its optimiser
 
 
 @dataclass
@@ -100,43 +107,49 @@ class TrainingData:
 
 
 def load_training_data(config: dict, device: str | torch.device = "cpu", root: Any = None) -> TrainingData:
-    """Load the config's dataset once onto `device` (DatasetMissing names the fix if it is absent)."""
+    """Load the config's dataset once onto `device` (DatasetMissing names the fix if it is absent).
+
+    The validation split is cut to the config's recorded size when that is smaller (a training limit
+    caps validation too)."""
     name, limit = config["dataset"], config.get("limit_train")
     train_set = datasets.load_split(name, "train", device, limit=limit, root=root)
-    val_set = datasets.load_split(name, "val", device, root=root)
     split = datasets.found_split_sizes(name, limit, root=root)
+    recorded = (config.get("split") or {}).get("val")
+    val_limit = recorded if isinstance(recorded, int) and recorded < split["val"] else None
+    if val_limit is None and config.get("version", 2) != 1 and limit is not None and limit < split["val"]:
+        val_limit = limit
+    val_set = datasets.load_split(name, "val", device, limit=val_limit, root=root)
+    split["val"] = len(val_set)
     return TrainingData(train_set, val_set, split)
-
-
-def _mix(*values: int) -> int:
-    """A 63-bit seed from integers (splitmix64-style), so (seed, epoch) and (seed, step) streams differ."""
-    x = 0x9E3779B97F4A7C15
-    for v in values:
-        x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The order of the n training images in `epoch` (CPU, int64): the same on every device and rank."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, 1, epoch)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, 1, epoch)))
 
 
-def step_noise(seed: int, global_step: int, batch: int, latent_dim: int, device: torch.device) -> torch.Tensor:
-    """ε ~ N(0, I) of shape (batch, latent_dim) for optimiser step `global_step` (1-based)."""
-    gen = torch.Generator(device=device).manual_seed(_mix(seed, 2, global_step))
-    return torch.randn(batch, latent_dim, generator=gen, device=device)
-
-
-def build_objective(config: dict, device: torch.device) -> VAEObjective:
-    """Model + loss from the config, seeded by config["seed"], on `device` (bf16/channels_last on CUDA)."""
+def build_objective(config: dict, device: torch.device) -> Objective:
+    """The family's objective from the config, seeded by config["seed"], on `device` (bf16 autocast and
+    channels_last on CUDA)."""
     torch.manual_seed(int(config["seed"]))
+    objective = family_of(config).build(config)
     cuda = device.type == "cuda"
-    objective = VAEObjective(build_model(config), build_loss(config), amp=cuda, channels_last=cuda)
+    objective.amp, objective.channels_last = cuda, cuda
     objective = objective.to(device)
     if cuda:
-        objective.model.to(memory_format=torch.channels_last)
+        objective.to(memory_format=torch.channels_last)
     return objective
+
+
+def build_optimizer(config: dict, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """torch.optim's Adam, AdamW or RAdam (config["optimizer"]) with the config's lr and weight decay."""
+    name, lr, decay = config.get("optimizer") or "adam", float(config["lr"]), float(config.get("weight_decay", 0.0))
+    cuda = device.type == "cuda"
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=decay, fused=cuda)
+    if name == "radam":
+        return torch.optim.RAdam(params, lr=lr, weight_decay=decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=decay, fused=cuda)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,36 +267,26 @@ class TrainResult:
     epoch: int  # completed epochs
     global_step: int
     message: str
-    run: Run | None = None
-
-
-@dataclass
-class StepInfo:
-    """What `on_step` sees after each optimiser step."""
-
-    epoch: int
-    epoch_step: int
-    global_step: int
-    objective: VAEObjective
-    extra: dict = field(default_factory=dict)
 
 
 class _Failure(Exception):
-    """Training produced a non-finite value; the run is marked failed with this message."""
+    """Training produced a non-finite or blown-up value; the run is marked failed with this message."""
 
 
 class _Trainer:
     def __init__(self, run: Run, data: TrainingData, device: torch.device, ctx: DistContext, compile_: bool,
-                 stop: StopSignal, on_progress: Callable[[dict], None] | None,
-                 on_step: Callable[[StepInfo], None] | None, log_every: int | None, step_delay: float) -> None:
+                 stop: StopSignal, on_progress: Callable[[dict], None] | None, log_every: int | None) -> None:
         self.run, self.cfg, self.data, self.device, self.ctx = run, run.config, data, device, ctx
-        self.stop, self.on_progress, self.on_step, self.step_delay = stop, on_progress, on_step, step_delay
+        self.stop, self.on_progress = stop, on_progress
         cfg = self.cfg
+        self.family: Family = family_of(cfg)
+        self.terms = self.family.active_terms(cfg)
+        self.term_names = [t.name for t in self.terms]
+        weights = self.family.loss_weights(cfg)
+        self.weights = [(i, float(weights[name])) for i, name in enumerate(self.term_names) if name in weights]
         self.batch = int(cfg["batch_size"])
-        self.beta = float(cfg["beta"])
         self.seed = int(cfg["seed"])
         self.epochs = int(cfg["epochs"])
-        self.latent = int(cfg["latent_dim"])
         self.n = len(data.train)
         steps = math.ceil(self.n / self.batch)
         tail = self.n % self.batch
@@ -295,8 +298,7 @@ class _Trainer:
         self.log_every = log_every or max(1, min(50, steps // 10))
 
         self.objective = build_objective(cfg, device)
-        params = list(self.objective.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=float(cfg["lr"]), fused=device.type == "cuda")
+        self.optimizer = build_optimizer(cfg, list(self.objective.parameters()), device)
         module: nn.Module = self.objective
         if ctx.enabled:
             module = nn.parallel.DistributedDataParallel(
@@ -305,21 +307,27 @@ class _Trainer:
             module = torch.compile(module, dynamic=False)
         self.module = module
 
-        self.acc = torch.zeros(2, device=device)  # recon, kl sums since the last log point (this rank)
+        k = len(self.term_names)
+        self.acc = torch.zeros(k, device=device)  # term sums since the last log point (this rank)
         self.window_images = 0  # images in those sums (all ranks)
+        self.counts: dict[str, torch.Tensor] = {}  # the family's per-epoch counts (this rank)
         self.loss_reference: float | None = None  # see DIVERGENCE_FACTOR
         self.global_step = 0
         self.saved_step = -1
         self.epoch_done = 0
         self.epoch_step = 0
-        self.epoch_acc = [0.0, 0.0, 0.0]  # recon sum, kl sum, images (this epoch, all ranks)
+        self.epoch_acc = [0.0] * (k + 1)  # term sums, images (this epoch, all ranks)
         self.epoch_time = 0.0  # seconds spent training in the current epoch (before a stop)
         self.elapsed = 0.0
         self.last_status = 0.0
         self.images_per_s: float | None = None
         self.eta_s: float | None = None
+        self.speed_clock: float | None = None  # when images_per_s was last updated
+        self.val_seconds = 0.0  # how long the last validation took
+        self.phase = "training"
         self.started = now_iso()
         self.message = ""
+        self.warning: str | None = None
 
     # -- checkpoint -------------------------------------------------------------------------------
     def restore(self) -> bool:
@@ -327,24 +335,25 @@ class _Trainer:
         if ckpt is None:
             return False
         t = ckpt.trainer
-        model_state = {k: v for k, v in ckpt.model.items() if not k.startswith("loss.")}
-        loss_state = {k[5:]: v for k, v in ckpt.model.items() if k.startswith("loss.")}
         try:
-            self.objective.model.load_state_dict(model_state)
-            self.objective.loss.load_state_dict(loss_state)
+            load_weights(self.objective, ckpt.model)
             _optimizer_from_files(self.optimizer, ckpt.optimizer, t["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise RunFormatError(f"{self.run.path}: the checkpoint does not fit this run's model ({exc})") from exc
+        if len(t["epoch_acc"]) != len(self.epoch_acc):
+            raise RunFormatError(f"{self.run.path}: the checkpoint logs {len(t['epoch_acc']) - 1} terms, this run's "
+                                 f"family {len(self.term_names)}; the checkpoint is from another model")
         self.global_step, self.epoch_done, self.epoch_step = t["global_step"], t["epoch"], t["epoch_step"]
         self.saved_step = self.global_step
-        self.epoch_acc = list(t["epoch_acc"])
+        self.epoch_acc = [float(v) for v in t["epoch_acc"]]
         self.epoch_time = float(t.get("epoch_time_s", 0.0))
         self.elapsed = float(t.get("elapsed_s", 0.0))
         # The sums of a log window cut short by a stop: restored as they were, so the run logs at the same
         # steps and sums in the same order as an uninterrupted one (the same history, to the last digit).
-        window = t.get("window") or [0.0, 0.0, 0]
-        self.acc = torch.tensor(window[:2], dtype=torch.float32, device=self.device)
-        self.window_images = int(window[2])
+        window = t.get("window") or [0.0] * (len(self.term_names) + 1)
+        self.acc = torch.tensor(window[:-1], dtype=torch.float32, device=self.device)
+        self.window_images = int(window[-1])
+        self.counts = {k: v.to(self.device) for k, v in ckpt.counts.items()}
         self.loss_reference = t.get("loss_reference")
         if isinstance(t.get("log_every"), int) and t["log_every"] > 0:
             self.log_every = t["log_every"]  # log at the same steps as before the stop
@@ -362,26 +371,16 @@ class _Trainer:
         if not self.ctx.is_main:
             return
         with self.stop.shielded():  # a signal now waits until the checkpoint is committed
-            self._write_checkpoint()
-
-    def _write_checkpoint(self) -> None:
-        model = self._model_tensors()
-        opt_tensors, opt_meta = _optimizer_to_files(self.optimizer)
-        trainer = {
-            "global_step": self.global_step, "epoch": self.epoch_done, "epoch_step": self.epoch_step,
-            "steps_per_epoch": self.steps, "epoch_acc": self.epoch_acc, "epoch_time_s": self.epoch_time,
-            "elapsed_s": self.elapsed, "seed": self.seed, "world_size": self.ctx.world_size,
-            "optimizer": opt_meta, "rng": _rng_state(), "saved": now_iso(),
-            "window": [*(float(v) for v in self.acc.tolist()), self.window_images],
-            "loss_reference": self.loss_reference, "log_every": self.log_every,
-        }
-        self.run.save_checkpoint(Checkpoint(model, opt_tensors, trainer))
-
-    def _model_tensors(self) -> dict[str, torch.Tensor]:
-        """What model.safetensors holds: the network's state and, under `loss.`, the loss's."""
-        model = dict(self.objective.model.state_dict())
-        model.update({f"loss.{k}": v for k, v in self.objective.loss.state_dict().items()})
-        return model
+            opt_tensors, opt_meta = _optimizer_to_files(self.optimizer)
+            trainer = {
+                "global_step": self.global_step, "epoch": self.epoch_done, "epoch_step": self.epoch_step,
+                "steps_per_epoch": self.steps, "epoch_acc": self.epoch_acc, "epoch_time_s": self.epoch_time,
+                "elapsed_s": self.elapsed, "seed": self.seed, "world_size": self.ctx.world_size,
+                "optimizer": opt_meta, "rng": _rng_state(), "saved": now_iso(),
+                "window": [*(float(v) for v in self.acc.tolist()), self.window_images],
+                "loss_reference": self.loss_reference, "log_every": self.log_every, "terms": self.term_names,
+            }
+            self.run.save_checkpoint(Checkpoint(weights_of(self.objective), opt_tensors, trainer, dict(self.counts)))
 
     def _check_weights(self) -> None:
         with torch.no_grad():
@@ -392,11 +391,12 @@ class _Trainer:
     # -- reporting --------------------------------------------------------------------------------
     def status(self, state: str, **extra: Any) -> dict:
         return {
-            "state": state, "epoch": self.epoch_done, "epochs": self.epochs, "step": self.global_step,
-            "epoch_step": self.epoch_step, "steps_per_epoch": self.steps, "total_steps": self.steps * self.epochs,
-            "pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device),
-            "world_size": self.ctx.world_size, "started": self.started, "finished": None,
-            "message": self.message, "eta_s": self.eta_s, "images_per_s": self.images_per_s, **extra,
+            "state": state, "phase": self.phase, "epoch": self.epoch_done, "epochs": self.epochs,
+            "step": self.global_step, "epoch_step": self.epoch_step, "steps_per_epoch": self.steps,
+            "total_steps": self.steps * self.epochs, "pid": os.getpid(), "host": socket.gethostname(),
+            "device": str(self.device), "world_size": self.ctx.world_size, "started": self.started,
+            "finished": None, "message": self.message, "warning": self.warning, "eta_s": self.eta_s,
+            "images_per_s": self.images_per_s, **extra,
         }
 
     def report(self, state: str = "running", *, force: bool = False, **extra: Any) -> None:
@@ -410,6 +410,13 @@ class _Trainer:
         self.run.write_status(status)
         if self.on_progress is not None:
             self.on_progress(status)
+
+    def _phase_progress(self, phase: str) -> Callable[[int, int], None]:
+        """A callback for the family's evaluation and embedding loops: status.json shows the phase."""
+        def report(done: int, total: int) -> None:
+            self.phase = phase
+            self.report(force=done == 0, phase_done=done, phase_total=total)
+        return report
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -426,7 +433,7 @@ class _Trainer:
         elif self.epoch_done >= self.epochs:
             self.message = "all epochs trained; finishing (weights, embeddings)"
         else:
-            self.message = f"resumed at epoch {self.epoch_done + 1}, step {self.epoch_step} of {self.steps}"
+            self.message = f"resumed in epoch {self.epoch_done + 1} after step {self.epoch_step} of {self.steps}"
         self.report(force=True)
         try:
             if self.epoch_done < self.epochs:
@@ -439,8 +446,8 @@ class _Trainer:
                     if self.saved_step >= 0 else "no checkpoint had been written yet")
             self.message = f"{exc}; {kept}. Lower the learning rate (--lr) or change the loss, and train a new run"
             self.report("failed", force=True, finished=now_iso())
-            return TrainResult("failed", self.epoch_done, self.global_step, self.message, self.run)
-        return TrainResult("finished", self.epoch_done, self.global_step, self.message, self.run)
+            return TrainResult("failed", self.epoch_done, self.global_step, self.message)
+        return TrainResult("finished", self.epoch_done, self.global_step, self.message)
 
     def _sync_stats(self, acc: torch.Tensor) -> list[float]:
         stats = self.ctx.all_reduce_sum(acc.clone())
@@ -452,6 +459,13 @@ class _Trainer:
         flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.ctx.comm_device())
         return bool(self.ctx.all_reduce_max(flag).item() > 0)
 
+    def _loss_of(self, sums: list[float], images: int) -> float:
+        """The training loss per image from term sums: Σ_t w_t · sum_t / images."""
+        total = 0.0
+        for i, w in self.weights:
+            total += w * sums[i]
+        return total / max(1, images)
+
     def _check_loss(self, loss: float, where: str) -> None:
         """_Failure when a per-image loss is NaN/Inf or has grown DIVERGENCE_FACTOR-fold over the first one."""
         if not math.isfinite(loss):
@@ -461,50 +475,55 @@ class _Trainer:
             raise _Failure(f"the training diverged: the loss reached {loss:.3g} {where}, over "
                            f"{DIVERGENCE_FACTOR:g} times its first value ({self.loss_reference:.3g})")
 
-    def _set_reference(self, global_batch: int) -> None:
-        """The first step's loss per image (one sync, once per run): the scale divergence is judged by."""
-        recon, kl = self._sync_stats(self.acc)
-        self.loss_reference = (recon + self.beta * kl) / max(1, global_batch)
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, perm: torch.Tensor, s: int) -> int:
+        """One optimiser step on slice s of the epoch's order; returns the global batch size."""
+        rank, world = self.ctx.rank, self.ctx.world_size
+        idx = perm[s * self.batch : (s + 1) * self.batch]
+        global_batch = idx.numel()
+        if world > 1:
+            idx = idx[rank::world]
+        batch = Batch(images[idx], labels[idx], idx, self.global_step + 1, self.seed, global_batch, rank, world)
+        out = self.module(batch)
+        terms = out["terms"]
+        local = idx.numel()
+        sums = [(t.sum() if t.ndim else t * local) for t in (terms[name] for name in self.term_names)]
+        loss = None
+        for i, w in self.weights:
+            part = sums[i] if w == 1.0 else w * sums[i]
+            loss = part if loss is None else loss + part
+        loss = loss * (world / global_batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.acc += torch.stack([v.detach().float() for v in sums])
+        for name, value in out.get("counts", {}).items():
+            value = value.detach()
+            self.counts[name] = self.counts[name] + value if name in self.counts else value.clone()
+        return global_batch
 
     def _epochs(self) -> TrainResult | None:
-        images = self.data.train.images
-        rank, world = self.ctx.rank, self.ctx.world_size
+        images, labels = self.data.train.images, self.data.train.labels
+        world = self.ctx.world_size
         for epoch in range(self.epoch_done + 1, self.epochs + 1):
             perm = epoch_permutation(self.seed, epoch, self.n).to(self.device)
             t_epoch = time.perf_counter() - self.epoch_time  # a resumed epoch keeps its earlier time
+            self.phase = "training"
             for s in range(self.epoch_step, self.steps):
-                idx = perm[s * self.batch : (s + 1) * self.batch]
-                global_batch = idx.numel()
-                eps = step_noise(self.seed, self.global_step + 1, global_batch, self.latent, self.device)
-                if world > 1:
-                    idx, eps = idx[rank::world], eps[rank::world]
-                recon, kl = self.module(images[idx], eps)
-                recon_sum, kl_sum = recon.sum(), kl.sum()
-                loss = (recon_sum + self.beta * kl_sum) * (world / global_batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.acc += torch.stack([recon_sum.detach(), kl_sum.detach()])
+                global_batch = self._step(images, labels, perm, s)
                 self.window_images += global_batch
-                if self.loss_reference is None:
-                    self._set_reference(global_batch)
                 self.global_step += 1
                 self.epoch_step = s + 1
-                if self.on_step is not None:
-                    self.on_step(StepInfo(epoch, self.epoch_step, self.global_step, self.objective))
-                if self.step_delay:
-                    time.sleep(self.step_delay)
+                if self.loss_reference is None:  # the untrained model's loss: one sync, once per run
+                    self.loss_reference = self._loss_of(self._sync_stats(self.acc), global_batch)
                 last = self.epoch_step == self.steps
                 if last or self.epoch_step % self.log_every == 0:
-                    recon_w, kl_w = self._sync_stats(self.acc)
+                    sums = self._sync_stats(self.acc)
                     self.acc.zero_()
-                    self.epoch_acc = [self.epoch_acc[0] + recon_w, self.epoch_acc[1] + kl_w,
-                                      self.epoch_acc[2] + self.window_images]
-                    n = max(1, self.window_images)
-                    self._check_loss((recon_w + self.beta * kl_w) / n,
+                    self.epoch_acc = [a + b for a, b in zip(self.epoch_acc, [*sums, self.window_images], strict=True)]
+                    self._check_loss(self._loss_of(sums, self.window_images),
                                      f"at epoch {epoch}, step {self.epoch_step} (global step {self.global_step})")
                     self.epoch_time = time.perf_counter() - t_epoch
-                    self._log_step(epoch, recon_w, kl_w, self.window_images)
+                    self._log_step(epoch, sums, self.window_images)
                     self.window_images = 0
                     if not last and self._stop_agreed():
                         return self._stopped(epoch)
@@ -517,29 +536,49 @@ class _Trainer:
                 return self._stopped(epoch + 1)
         return None
 
-    def _log_step(self, epoch: int, recon_w: float, kl_w: float, window_images: int) -> None:
-        seconds = max(1e-9, self.epoch_time)
-        self.images_per_s = self.epoch_acc[2] / seconds
-        self.eta_s = (self.steps * self.epochs - self.global_step) * seconds / max(1, self.epoch_step)
+    def _speed(self, window_images: int) -> None:
+        """Images per second as an exponential moving average over about SPEED_SMOOTHING_S seconds of
+        training, and the ETA: the images left at that rate plus the validations left at the last one's
+        duration."""
+        now = time.perf_counter()
+        last, self.speed_clock = self.speed_clock, now
+        if last is not None and now > last and window_images:
+            rate = window_images / (now - last)
+            keep = math.exp(-(now - last) / SPEED_SMOOTHING_S)
+            self.images_per_s = rate if self.images_per_s is None else keep * self.images_per_s + (1 - keep) * rate
+        elif self.images_per_s is None and self.epoch_time > 0:
+            self.images_per_s = self.epoch_acc[-1] / self.epoch_time
+        if self.images_per_s:
+            left = (self.steps * self.epochs - self.global_step) * self.batch
+            self.eta_s = left / self.images_per_s + (self.epochs - self.epoch_done) * self.val_seconds
+
+    def _log_step(self, epoch: int, sums: list[float], window_images: int) -> None:
+        self._speed(window_images)
         if not self.ctx.is_main:
             return
         n = max(1, window_images)
-        self.run.append_history({
+        record = {
             "kind": "step", "epoch": epoch, "epoch_step": self.epoch_step, "step": self.global_step,
             "epoch_float": (epoch - 1) + self.epoch_step / self.steps, "time": time.time(),
-            "elapsed_s": self.elapsed + self.epoch_time, "loss": (recon_w + self.beta * kl_w) / n,
-            "recon": recon_w / n, "kl": kl_w / n, "images_per_s": self.images_per_s,
-        })
+            "elapsed_s": self.elapsed + self.epoch_time, "loss": self._loss_of(sums, window_images),
+        }
+        record.update({name: sums[i] / n for i, name in enumerate(self.term_names)})
+        record["images_per_s"] = self.images_per_s
+        self.run.append_history(record)
         self.report()
 
     def _end_epoch(self, epoch: int) -> None:
-        recon, kl, count = self.epoch_acc
+        *sums, count = self.epoch_acc
         count = max(1.0, count)
         failed = torch.zeros(1, device=self.ctx.comm_device() if self.ctx.enabled else "cpu")
+        counts = {k: self.ctx.all_reduce_sum(v.clone()) for k, v in sorted(self.counts.items())}
         metrics: dict = {}
         why = ""
         if self.ctx.is_main:
-            metrics = evaluate(self.objective, self.data.val.images, self.beta)
+            started = time.perf_counter()
+            metrics = self.family.evaluate(self.objective, self.data.val.images, self.cfg,
+                                           progress=self._phase_progress("validating"))
+            self.val_seconds = time.perf_counter() - started
             try:
                 self._check_loss(metrics["val_loss"], f"on the validation set at the end of epoch {epoch}")
             except _Failure as exc:
@@ -549,36 +588,42 @@ class _Trainer:
             self.ctx.all_reduce_max(failed)
         if failed.item() > 0:
             raise _Failure(why or f"the validation loss became NaN/Inf or diverged at the end of epoch {epoch}")
+        self.phase = "training"
+        self.speed_clock = None  # the validation's time is not training time
         self.elapsed += self.epoch_time
         epoch_s = self.epoch_time
-        self.epoch_done, self.epoch_step, self.epoch_acc, self.epoch_time = epoch, 0, [0.0, 0.0, 0.0], 0.0
+        self.epoch_done, self.epoch_step, self.epoch_time = epoch, 0, 0.0
+        self.epoch_acc = [0.0] * len(self.epoch_acc)
+        self.counts = {}
         # The epoch's record goes before its checkpoint: a crash between the two then redoes the epoch on
         # resume (which drops records newer than the checkpoint) instead of losing the record for good.
         if self.ctx.is_main:
-            self.run.append_history({
-                "kind": "epoch", "epoch": epoch, "epoch_step": self.steps, "step": self.global_step,
-                "epoch_float": float(epoch), "time": time.time(), "elapsed_s": self.elapsed,
-                "loss": (recon + self.beta * kl) / count, "recon": recon / count, "kl": kl / count,
-                "images_per_s": self.images_per_s, "epoch_s": epoch_s, **metrics,
-            })
+            record = {"kind": "epoch", "epoch": epoch, "epoch_step": self.steps, "step": self.global_step,
+                      "epoch_float": float(epoch), "time": time.time(), "elapsed_s": self.elapsed,
+                      "loss": self._loss_of(sums, int(count)) if count else None}
+            record.update({name: sums[i] / count for i, name in enumerate(self.term_names)})
+            record.update({"images_per_s": self.images_per_s, "epoch_s": epoch_s,
+                           **self.family.epoch_metrics(counts, self.cfg), **metrics})
+            self.warning = self.family.health(record, self.cfg)
+            self.run.append_history(record)
         self.checkpoint()
-        self.message = f"epoch {epoch}/{self.epochs} done"
+        self.message = f"epoch {epoch}/{self.epochs} done" + (f"; {self.warning}" if self.warning else "")
         self.report(force=True, last_epoch=metrics or None)
         self.ctx.barrier()
 
     def _stopped(self, epoch: int) -> TrainResult:
         # A window cut short is checked for NaN/Inf here and kept in the checkpoint (not logged), so the
         # resumed run logs exactly what an uninterrupted one would.
-        recon_w, kl_w = (float(v) for v in self.acc.tolist())
-        if self.window_images and not math.isfinite(recon_w + kl_w):
+        if self.window_images and not all(math.isfinite(v) for v in self.acc.tolist()):
             raise _Failure(f"the loss became NaN/Inf at epoch {epoch}, step {self.epoch_step}")
         self.checkpoint()  # raises _Failure (caught in fit) if the weights went bad since the last check
-        where = f"epoch {epoch}, step {self.epoch_step} of {self.steps}"
-        self.message = (f"{self.stop.reason or 'stopped'} at {where}; continue with "
-                        f"python -m core.train --resume {self.run.path}")
+        where = (f"after step {self.epoch_step} of {self.steps} of epoch {epoch}" if self.epoch_step
+                 else f"before epoch {epoch}")
+        self.message = (f"{self.stop.reason or 'stopped'} {where}; continue with "
+                        f".venv/bin/python -m core.train --resume {self.run.path}")
         self.report("stopped", force=True, finished=now_iso())
         self.ctx.barrier()
-        return TrainResult("stopped", self.epoch_done, self.global_step, self.message, self.run)
+        return TrainResult("stopped", self.epoch_done, self.global_step, self.message)
 
     def _finish(self) -> None:
         """The finishing steps, after the last epoch's checkpoint: the weights file, the embeddings, the
@@ -586,35 +631,34 @@ class _Trainer:
         here does them again and the run ends finished."""
         if self.ctx.is_main:
             with self.stop.shielded():
-                self.run.save_weights(self._model_tensors(), self.global_step)
+                self.run.save_weights(weights_of(self.objective), self.global_step)
             val = self.data.val
-            mu, logvar = encode(self.objective.model, val.images)
-            tensors = {"mu": mu, "logvar": logvar, "labels": val.labels.cpu(),
-                       "index": torch.arange(len(val), dtype=torch.int64), "source_index": val.index.cpu()}
+            tensors = self.family.embed(self.objective, val.images, progress=self._phase_progress("writing embeddings"))
+            tensors.update({"labels": val.labels.cpu(), "index": torch.arange(len(val), dtype=torch.int64),
+                            "source_index": val.index.cpu()})
             if val.images.numel() <= EMBEDDING_IMAGE_BYTES:
                 tensors["images"] = val.images.cpu()
             self.run.save_embeddings(tensors)
             last = self.run.history("epoch")
             tail = ""
             if last and last[-1].get("val_loss") is not None:
-                tail = f"; val loss {last[-1]['val_loss']:.4g}, {last[-1].get('active_units')} active units"
-            self.message = f"finished {self.epochs} epochs{tail}"
+                tail = f"; validation loss {last[-1]['val_loss']:.4g}"
+            self.message = f"finished {self.epochs} epochs{tail}" + (f"; {self.warning}" if self.warning else "")
             self.eta_s = 0.0
+            self.phase = "done"
             self.report("finished", force=True, finished=now_iso())
         self.ctx.barrier()
 
 
 def train(run: Run, *, data: TrainingData | None = None, device: str | torch.device | None = None,
           compile: bool | None = None, dist_ctx: DistContext | None = None, stop: StopSignal | None = None,
-          on_progress: Callable[[dict], None] | None = None, on_step: Callable[[StepInfo], None] | None = None,
-          log_every: int | None = None, step_delay: float = 0.0) -> TrainResult:
+          on_progress: Callable[[dict], None] | None = None, log_every: int | None = None) -> TrainResult:
     """Train `run` (continuing from its checkpoint if it has one) and return how it ended.
 
     data: preloaded splits (else loaded here from the config). device: default the config's ("auto").
     compile: default the config's. stop: a StopSignal (install its handlers to react to SIGINT/SIGTERM).
-    on_progress(status) is called whenever status.json is written; on_step(StepInfo) after every step.
+    on_progress(status) is called whenever status.json is written (the command line's progress bar).
     log_every: steps between history lines and NaN checks (default ~10 per epoch, at most 50).
-    step_delay: seconds to sleep after each step (to watch or interrupt a tiny run).
     Raises RunLocked if another process trains the run, AlreadyFinished, DatasetMissing, DeviceError.
     """
     ctx = dist_ctx or DistContext()
@@ -635,5 +679,5 @@ def train(run: Run, *, data: TrainingData | None = None, device: str | torch.dev
     use_compile = bool(cfg.get("compile", False)) if compile is None else compile
     lock = run.lock() if ctx.is_main else contextlib.nullcontext()
     with lock:
-        trainer = _Trainer(run, data, dev, ctx, use_compile, stop, on_progress, on_step, log_every, step_delay)
+        trainer = _Trainer(run, data, dev, ctx, use_compile, stop, on_progress, log_every)
         return trainer.fit()

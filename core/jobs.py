@@ -51,6 +51,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from core.families import family_of
+from core.families.recon import loss_label
 from core.runs import (
     Run,
     RunFormatError,
@@ -81,7 +83,6 @@ __all__ = [
     "job_state",
     "launch_info",
     "log_tail",
-    "loss_label",
     "progress",
     "reap",
     "resume",
@@ -99,8 +100,7 @@ LAUNCH_NAME = "launch.json"
 ACTIVE_STATES = ("starting", "running", "stopping")
 RESUMABLE_STATES = ("created", "stopped", "interrupted", "launch failed")
 # Extra flags for every trainer the app launches, in shell syntax: "--threads 2" on a shared machine,
-# "--compile" on a GPU, "--step-delay 0.05" to pace a tiny demo run (and the browser test) so it can be
-# watched and stopped. Only flags `--resume` accepts belong here (not config fields).
+# "--compile" on a GPU. Only flags `--resume` accepts belong here (not config fields).
 TRAIN_ARGS_ENV = "ROBUST_LOSS_LAB_TRAIN_ARGS"
 
 # Processes this Python process launched, by pid: polled so they are reaped (no zombies) and so their
@@ -415,6 +415,8 @@ class Progress:
 
     run_id: str
     state: str
+    phase: str  # "training", "validating", "writing embeddings", "done", or "" before the trainer starts
+    phase_fraction: float | None  # how far the phase is, for validating and writing embeddings
     epoch: int  # completed epochs
     epochs: int
     step: int
@@ -423,13 +425,12 @@ class Progress:
     eta_s: float | None  # seconds left, counted down since status.json was written; None when unknown
     images_per_s: float | None
     message: str
+    warning: str | None  # the family's health warning (a collapsed posterior or codebook)
     device: str | None
-    loss: float | None  # last logged training loss (recon + β·KL, per image)
-    kl: float | None
+    loss: float | None  # last logged training loss per image
+    terms: dict[str, float | None]  # last logged training terms (recon, kl, ...)
     val_loss: float | None  # last epoch's validation loss
-    active_units: int | None
-    alpha_mean: float | None  # adaptive loss only
-    scale_mean: float | None
+    last_epoch: dict  # the last epoch record: validation metrics, learned α/c, codes used, ...
 
     @property
     def epoch_label(self) -> str:
@@ -468,8 +469,8 @@ def progress(run: Run, status: dict | None = None, *, now: float | None = None) 
     elif state != "finished":
         eta = None
     records = run.history()
-    steps = [r for r in records if r.get("kind") == "step"]
-    epochs_done = [r for r in records if r.get("kind") == "epoch"]
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs_done = [r for r in records if r["kind"] == "epoch"]
     last_step = steps[-1] if steps else {}
     last_epoch = epochs_done[-1] if epochs_done else {}
     message = str(status.get("message") or "")
@@ -477,32 +478,37 @@ def progress(run: Run, status: dict | None = None, *, now: float | None = None) 
         message = _log_error(run)
     elif state == "starting":
         message = "starting the trainer (loading PyTorch and the data)…"
+    from core.families import family_of
+
+    names = [t.name for t in family_of(run.config).active_terms(run.config)]
+    source = last_step or last_epoch
+    done, total_phase = status.get("phase_done"), status.get("phase_total")
+    phase_fraction = (min(1.0, done / total_phase) if isinstance(done, int) and isinstance(total_phase, int)
+                      and total_phase > 0 else None)
     return Progress(
-        run_id=run.run_id, state=state, epoch=int(status.get("epoch") or 0), epochs=epochs, step=step,
+        run_id=run.run_id, state=state, phase=str(status.get("phase") or ""), phase_fraction=phase_fraction,
+        epoch=int(status.get("epoch") or 0), epochs=epochs, step=step,
         total_steps=int(total) if total else None, fraction=float(fraction), eta_s=eta,
-        images_per_s=status.get("images_per_s"), message=message, device=status.get("device"),
-        loss=last_step.get("loss", last_epoch.get("loss")), kl=last_step.get("kl", last_epoch.get("kl")),
-        val_loss=last_epoch.get("val_loss"), active_units=last_epoch.get("active_units"),
-        alpha_mean=last_epoch.get("alpha_mean"), scale_mean=last_epoch.get("scale_mean"),
+        images_per_s=status.get("images_per_s"), message=message, warning=status.get("warning"),
+        device=status.get("device"), loss=source.get("loss"), terms={n: source.get(n) for n in names},
+        val_loss=last_epoch.get("val_loss"), last_epoch=last_epoch,
     )
 
 
-def curves(run: Run) -> dict[str, list]:
-    """Series to plot, from history.jsonl: per logged step (x = fractional epoch) the training loss,
-    reconstruction and KL; per epoch the validation loss and KL, and for the adaptive loss mean α and c."""
-    steps = run.history("step")
-    epochs = run.history("epoch")
+_BOOKKEEPING = frozenset({"kind", "epoch", "epoch_step", "step", "epoch_float", "time", "elapsed_s", "images_per_s",
+                          "epoch_s"})
 
-    def col(rows: list[dict], key: str) -> list:
-        return [r.get(key) for r in rows]
 
-    return {
-        "step_x": col(steps, "epoch_float"), "loss": col(steps, "loss"), "recon": col(steps, "recon"),
-        "kl": col(steps, "kl"), "epoch_x": col(epochs, "epoch"), "val_loss": col(epochs, "val_loss"),
-        "val_recon": col(epochs, "val_recon"), "val_kl": col(epochs, "val_kl"),
-        "active_units": col(epochs, "active_units"), "alpha_mean": col(epochs, "alpha_mean"),
-        "scale_mean": col(epochs, "scale_mean"),
-    }
+def curves(run: Run) -> dict[str, dict[str, list]]:
+    """Series to plot, from history.jsonl: {"steps": {"x": fractional epochs, "loss": [...], <term>: [...]},
+    "epochs": {"x": epochs, <every number an epoch record holds>: [...]}} (None where a record lacks it)."""
+    out: dict[str, dict[str, list]] = {}
+    for kind, x_key in (("step", "epoch_float"), ("epoch", "epoch")):
+        rows = run.history(kind)
+        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _BOOKKEEPING]
+        keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)]
+        out[f"{kind}s"] = {"x": [r.get(x_key) for r in rows], **{k: [r.get(k) for r in rows] for k in keys}}
+    return out
 
 
 def format_eta(seconds: float | None) -> str:
@@ -529,25 +535,13 @@ def format_age(iso: str | None, now: float | None = None) -> str:
     return f"{int(age // 86400)} d"
 
 
-def loss_label(config: dict) -> str:
-    """The loss as the run list names it: "cauchy", "general (α=1)", "adaptive (α∈[0, 3])"."""
-    name = str(config.get("loss", "?"))
-    if name == "general" and config.get("loss_alpha") is not None:
-        return f"general (α={config['loss_alpha']:g})"
-    if name == "students_t" and config.get("loss_alpha") is not None:
-        return f"students_t (ν={config['loss_alpha']:g})"
-    if name == "adaptive":
-        return f"adaptive (α∈[{config.get('adaptive_alpha_lo', 0):g}, {config.get('adaptive_alpha_hi', 3):g}])"
-    return name
-
-
 def run_table(infos: Iterable[RunInfo] | None = None, *, now: float | None = None) -> list[dict]:
     """One row per run (default: every run under the runs root and checkpoints/), newest first:
-    run, state, dataset, loss, latent, epoch, val loss, age, where, path, shipped, error."""
+    run, state, dataset, model, loss, latent, epoch, val loss, age, where, path, shipped, error."""
     reap()
     rows = []
     for info in list_runs() if infos is None else infos:
-        row = {"run": info.run_id, "state": info.state, "dataset": info.dataset or "", "loss": "",
+        row = {"run": info.run_id, "state": info.state, "dataset": info.dataset or "", "model": "", "loss": "",
                "latent": info.latent_dim, "epoch": "", "val loss": None, "age": format_age(info.created, now),
                "where": "checkpoints/ (shipped)" if info.shipped else "runs/", "path": str(info.path),
                "shipped": info.shipped, "error": info.error or ""}
@@ -555,7 +549,10 @@ def run_table(infos: Iterable[RunInfo] | None = None, *, now: float | None = Non
             try:
                 run = info.open()
                 status = info.status or run.status()
+                row["latent"] = family_of(run.config).latent_size(run.config)
                 row["state"] = job_state(run, status)
+                family = family_of(run.config)
+                row["model"] = family.describe(run.config)
                 row["loss"] = loss_label(run.config)
                 row["epoch"] = f"{int(status.get('epoch') or 0)}/{status.get('epochs') or run.config.get('epochs')}"
                 epochs = run.history("epoch")

@@ -3,15 +3,15 @@
     find_rows(index, labels, index_value=None, label=None) -> rows       search by split index / label
     rows_at(index, values) -> rows or None                                the rows holding these split indices
     class_names(config, labels) -> names                                  a name for every label present
-    latent_neighbours(mu, row, k) -> (rows, distances)                    exact, Euclidean on μ
-    reconstruct(model, mu) -> (m, C, H, W) uint8                           x̂ = decoder(μ), in [0, 1] → bytes
+    latent_neighbours(z, row, k) -> (rows, distances)                     exact, Euclidean on z
     validation_images(run, rows, embeddings=None) -> (m, C, H, W) uint8 or None
-    point_detail(run, row, k=8, embeddings=None, model=None) -> PointDetail
+    point_detail(run, row, k=8, embeddings=None, objective=None) -> PointDetail
     to_display(images) -> (m, H, W) or (m, H, W, 3) uint8                 what st.image takes
 
 The image comes from the run's embeddings file when it carries one (shipped runs do), else from the
 dataset's validation split when it is installed, else it is None (the reconstruction is still there).
-Neighbours are exact, Euclidean, among the validation μ (core.neighbourhood.nearest_to).
+Neighbours are exact, Euclidean, among the validation representations z (core.neighbourhood.nearest_to);
+the reconstruction is what the run's family decodes from z (a VAE's decoder(μ), a VQ-VAE's decoder(z_q)).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 
 from core.neighbourhood import nearest_to
 
-__all__ = ["PointDetail", "class_names", "find_rows", "latent_neighbours", "point_detail", "reconstruct",
-           "rows_at", "to_display", "validation_images"]
+__all__ = ["PointDetail", "class_names", "find_rows", "latent_neighbours", "point_detail", "rows_at", "to_display",
+           "validation_images"]
 
 
 def find_rows(index: np.ndarray, labels: np.ndarray, index_value: int | None = None,
@@ -59,20 +59,9 @@ def class_names(config: dict, labels: np.ndarray) -> list[str]:
     return names + [str(i) for i in range(len(names), top)]
 
 
-def latent_neighbours(mu: np.ndarray | torch.Tensor, row: int, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """The k rows nearest to row `row` in latent space (Euclidean on μ, itself excluded) and their distances."""
-    return nearest_to(mu, row, k)
-
-
-@torch.no_grad()
-def reconstruct(model: torch.nn.Module, mu: np.ndarray | torch.Tensor) -> np.ndarray:
-    """x̂ = decoder(μ) for rows of μ (m, d): (m, C, H, W) uint8, round(255 · clamp(x̂, 0, 1))."""
-    z = torch.as_tensor(np.asarray(mu) if not isinstance(mu, torch.Tensor) else mu, dtype=torch.float32)
-    if z.ndim == 1:
-        z = z[None]
-    device = next(model.parameters()).device
-    x = model.decode(z.to(device)).float().cpu()
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+def latent_neighbours(z: np.ndarray | torch.Tensor, row: int, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows nearest to row `row` in latent space (Euclidean on z, itself excluded) and their distances."""
+    return nearest_to(z, row, k)
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -113,7 +102,7 @@ class PointDetail:
     index: int
     label: int
     image: np.ndarray | None  # (C, H, W) uint8
-    reconstruction: np.ndarray  # (C, H, W) uint8
+    reconstruction: np.ndarray | None  # (C, H, W) uint8; None when the run's family has no decoder
     neighbour_rows: np.ndarray  # (k,)
     neighbour_index: np.ndarray  # (k,)
     neighbour_labels: np.ndarray  # (k,)
@@ -122,22 +111,27 @@ class PointDetail:
 
 
 def point_detail(run: Any, row: int, k: int = 8, embeddings: dict[str, torch.Tensor] | None = None,
-                 model: torch.nn.Module | None = None) -> PointDetail:
-    """Everything the page shows for one selected point of `run` (a core.runs.Run)."""
+                 objective: torch.nn.Module | None = None) -> PointDetail:
+    """Everything the page shows for one selected point of `run` (a core.runs.Run): its image, what the
+    run's family decodes from its stored representation (None for a family without a decoder), and
+    its latent neighbours."""
+    from core.families import family_of, load_objective
+
     emb = embeddings if embeddings is not None else run.embeddings()
-    mu = emb["mu"].float()
-    n = mu.shape[0]
+    z = emb["z"].float()
+    n = z.shape[0]
     if not 0 <= row < n:
         raise IndexError(f"row {row} is outside the run's {n} validation points")
-    rows, dist = latent_neighbours(mu, row, k)
-    model = model if model is not None else run.load_model()
+    rows, dist = latent_neighbours(z, row, k)
+    objective = objective if objective is not None else load_objective(run)
+    decoded = family_of(run.config).decode(objective, z[row])
     images = validation_images(run, np.concatenate([[row], rows]), emb)
     labels = emb["labels"].numpy()
     index = emb["index"].numpy() if "index" in emb else np.arange(n)
     return PointDetail(
         row=int(row), index=int(index[row]), label=int(labels[row]),
         image=None if images is None else images[0],
-        reconstruction=reconstruct(model, mu[row])[0],
+        reconstruction=None if decoded is None else decoded.numpy()[0],
         neighbour_rows=rows, neighbour_index=index[rows], neighbour_labels=labels[rows],
         neighbour_distances=dist, neighbour_images=None if images is None else images[1:],
     )

@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -75,6 +76,7 @@ class ProbeSettings:
     ks: tuple[int, ...] = (1, 5, 20, 100)
     knn_tau: float = 0.1
     knn_eta: float = 1e-3
+    features: str = "z"  # the representation probed (a VQ-VAE's "z_q" is the other choice)
     version: int = PROBE_VERSION
 
     def __post_init__(self) -> None:
@@ -102,27 +104,31 @@ class ProbeSettings:
 
 @dataclass
 class LatentSet:
-    """Latents of one split: μ and log σ² (n, d) float32, labels (n,) int64, and where the images came from:
-    `index` (n,) = positions in the official `source` file ("train" or "test"), `digests` = one hash per
-    image (to count byte-identical images across splits), split name and dataset."""
+    """The representations of one split: z (n, d) float32 (a VAE's μ), log σ² (n, d) when the family has
+    a posterior variance (else None), labels (n,) int64, and where the images came from: `index` (n,) =
+    positions in the official `source` file ("train" or "test"), `digests` = one hash per image (to count
+    byte-identical images across splits), split name and dataset."""
 
-    mu: torch.Tensor
-    logvar: torch.Tensor
+    z: torch.Tensor
+    logvar: torch.Tensor | None
     labels: torch.Tensor
     split: str = ""
     source: str = ""
     index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     digests: list[str] = field(default_factory=list)
     dataset: str = ""
+    features: str = "mu"  # what z is, as the results name it
 
     def __post_init__(self) -> None:
-        n = self.mu.shape[0]
-        if self.mu.ndim != 2 or self.logvar.shape != self.mu.shape or self.labels.shape != (n,):
-            raise ValueError(f"LatentSet needs mu and logvar (n, d) and labels (n,); got {tuple(self.mu.shape)}, "
-                             f"{tuple(self.logvar.shape)}, {tuple(self.labels.shape)}")
+        n = self.z.shape[0]
+        bad_logvar = self.logvar is not None and self.logvar.shape != self.z.shape
+        if self.z.ndim != 2 or bad_logvar or self.labels.shape != (n,):
+            got = None if self.logvar is None else tuple(self.logvar.shape)
+            raise ValueError(f"LatentSet needs z (n, d), logvar (n, d) or None, and labels (n,); got "
+                             f"{tuple(self.z.shape)}, {got}, {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
-        return int(self.mu.shape[0])
+        return int(self.z.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -151,24 +157,27 @@ def _num_classes(train: LatentSet, test: LatentSet, num_classes: int | None) -> 
 
 def mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
               settings: ProbeSettings | None = None) -> dict:
-    """Seed 000's probe: an MLP on z = μ + σ·ε (ε redrawn each epoch), scored on one seeded z per test image.
+    """The user's first study's probe: an MLP on z, and for a family with a posterior variance (a VAE) on
+    samples z = μ + σ·ε (ε redrawn each epoch, one seeded sample per test image), as that study did.
 
-    Inputs are standardised by the mean and std of the training μ. Returns mean and std over
+    Inputs are standardised by the mean and std of the training z. Returns mean and std over
     `settings.seeds` of test accuracy and cross-entropy, and the per-seed values."""
     s = settings or ProbeSettings()
     classes = _num_classes(train, test, num_classes)
-    mean, std = _standardiser(train.mu)
-    train_sigma, test_sigma = torch.exp(0.5 * train.logvar), torch.exp(0.5 * test.logvar)
+    mean, std = _standardiser(train.z)
+    sampled = train.logvar is not None and test.logvar is not None
+    train_sigma = torch.exp(0.5 * train.logvar) if sampled else None
+    test_sigma = torch.exp(0.5 * test.logvar) if sampled else None
     n = len(train)
     per_seed = []
     for seed in s.seeds:
         gen = torch.Generator().manual_seed(int(seed))
         torch.manual_seed(int(seed))  # the classifier's initialisation
-        model = MLPClassifier(train.mu.shape[1], classes, s.hidden)
+        model = MLPClassifier(train.z.shape[1], classes, s.hidden)
         opt = torch.optim.AdamW(model.parameters(), lr=s.mlp_lr, weight_decay=s.mlp_weight_decay)
         model.train()
         for _ in range(s.mlp_epochs):
-            z = train.mu + train_sigma * torch.randn(train.mu.shape, generator=gen)
+            z = train.z + train_sigma * torch.randn(train.z.shape, generator=gen) if sampled else train.z
             z = (z - mean) / std
             order = torch.randperm(n, generator=gen)
             for start in range(0, n, s.mlp_batch):
@@ -179,9 +188,9 @@ def mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
                 opt.step()
         model.eval()
         with torch.no_grad():
-            z_test = test.mu + test_sigma * torch.randn(test.mu.shape, generator=gen)
+            z_test = test.z + test_sigma * torch.randn(test.z.shape, generator=gen) if sampled else test.z
             per_seed.append({"seed": int(seed), **_scores(model((z_test - mean) / std), test.labels)})
-    return {"features": "z = mu + sigma * eps", "hidden": list(s.hidden), "epochs": s.mlp_epochs,
+    return {"features": "z = mu + sigma * eps" if sampled else "z", "hidden": list(s.hidden), "epochs": s.mlp_epochs,
             "batch": s.mlp_batch, "lr": s.mlp_lr, "weight_decay": s.mlp_weight_decay, **_over_seeds(per_seed)}
 
 
@@ -199,8 +208,8 @@ def linear_probe(train: LatentSet, test: LatentSet, num_classes: int | None = No
     """Multinomial logistic regression on standardised μ: minimise mean CE + λ‖W‖² by L-BFGS from zero."""
     s = settings or ProbeSettings()
     classes = _num_classes(train, test, num_classes)
-    mean, std = _standardiser(train.mu)
-    x, x_test = ((train.mu - mean) / std).double(), ((test.mu - mean) / std).double()
+    mean, std = _standardiser(train.z)
+    x, x_test = ((train.z - mean) / std).double(), ((test.z - mean) / std).double()
     weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=s.linear_max_iter, history_size=20,
@@ -215,7 +224,7 @@ def linear_probe(train: LatentSet, test: LatentSet, num_classes: int | None = No
     opt.step(closure)
     with torch.no_grad():
         scores = _scores(x_test @ weight + bias, test.labels)
-    return {"features": "mu (standardised)", "l2": s.linear_l2, "seed": None, **scores}
+    return {"features": f"{train.features} (standardised)", "l2": s.linear_l2, "seed": None, **scores}
 
 
 def _knn_scores(query: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, one_hot: torch.Tensor,
@@ -252,13 +261,13 @@ def knn_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
     s = settings or ProbeSettings()
     classes = _num_classes(train, test, num_classes)
     ks = sorted({min(int(k), len(train)) for k in s.ks})
-    bank = F.normalize(train.mu.float(), dim=1)
+    bank = F.normalize(train.z.float(), dim=1)
     one_hot = F.one_hot(train.labels, classes).float()
     loo = _knn_scores(bank, train.labels, bank, one_hot, ks, s, chunk, leave_out=True)
-    by_k = _knn_scores(F.normalize(test.mu.float(), dim=1), test.labels, bank, one_hot, ks, s, chunk,
+    by_k = _knn_scores(F.normalize(test.z.float(), dim=1), test.labels, bank, one_hot, ks, s, chunk,
                        leave_out=False)
     best = max(ks, key=lambda k: (loo[str(k)]["accuracy"], -k))
-    return {"features": "mu", "metric": "cosine", "tau": s.knn_tau, "eta": s.knn_eta, "seed": None,
+    return {"features": train.features, "metric": "cosine", "tau": s.knn_tau, "eta": s.knn_eta, "seed": None,
             "k_chosen_by": "leave-one-out accuracy on the probe-training set",
             "train_loo_by_k": loo, "by_k": by_k, "best_k": best, **by_k[str(best)]}
 
@@ -300,17 +309,23 @@ def _source(dataset: str, split: str) -> str:
     return "test" if split == "test" and dataset_info(dataset).official_test else "train"
 
 
-def encode_split(model: torch.nn.Module, dataset: str, split: str, limit: int | None = None) -> LatentSet:
-    """Load `split` of `dataset` (first `limit` images) and encode it with `model`: μ, log σ² on the CPU."""
+def encode_split(objective: torch.nn.Module, family: Any, dataset: str, split: str, limit: int | None = None,
+                 features: str = "z") -> LatentSet:
+    """Load `split` of `dataset` (first `limit` images) and embed it with a trained `objective` of `family`:
+    the representation `features` (and log σ² with a VAE's z) on the CPU."""
     from core.datasets import load_split
-    from core.objective import encode
 
     images = load_split(dataset, split, limit=limit)
-    mu, logvar = encode(model, images.images)
+    emb = family.embed(objective, images.images)
+    if features not in emb:
+        raise ValueError(f"the {family.title} has no representation {features!r}; it has "
+                         f"{', '.join(r.key for r in family.representations)}")
+    logvar = emb.get("logvar") if features == "z" else None
     digests = [hashlib.blake2b(row.numpy().tobytes(), digest_size=12).hexdigest()
                for row in images.images.reshape(len(images), -1)]
-    return LatentSet(mu, logvar, images.labels.cpu(), split, _source(dataset, split), images.index.cpu(),
-                     digests, dataset)
+    name = next((r.title for r in family.representations if r.key == features), features)
+    return LatentSet(emb[features], logvar, images.labels.cpu(), split, _source(dataset, split), images.index.cpu(),
+                     digests, dataset, "mu" if name == "μ" else name)
 
 
 def _run_step(run) -> int | None:
@@ -361,11 +376,14 @@ def probe_run(run, settings: ProbeSettings | None = None, *, force: bool = False
     if state != "finished":
         raise ValueError(f"run {run.run_id} is {state!r}; probes need a finished run (finish it with "
                          f"python -m core.train --resume {run.path})")
+    from core.families import family_of, load_objective
+
     started = time.perf_counter()
     dataset = run.config["dataset"]
-    model = run.load_model()
-    train = encode_split(model, dataset, "train", s.probe_train)
-    test = encode_split(model, dataset, "test", s.probe_test)
+    family = family_of(run.config)
+    objective = load_objective(run)
+    train = encode_split(objective, family, dataset, "train", s.probe_train, s.features)
+    test = encode_split(objective, family, dataset, "test", s.probe_test, s.features)
     encode_s = time.perf_counter() - started
     results = probe_latents(train, test, dataset_info(dataset).num_classes, s)
     from core.runs import now_iso

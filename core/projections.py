@@ -3,7 +3,7 @@
     project(points, method, dims=3, seed=0, scale="none", hide_outliers=0.0, **options) -> (n, dims)
     compute(points, method, dims, seed, **options) -> (coords, info)      the raw layout, no display options
     display_coords(coords, scale, hide_outliers) -> (n, dims)             hidden points are NaN rows
-    embedding_points(embeddings, source, seed) -> (n, d)                  μ, or z = μ + σ ε as seed 000 did
+    embedding_points(embeddings, source, seed) -> (n, d)                  z (μ), z_q, or a sample z = μ + σ ε
     run_projection(run, method, ...) -> Projection                        cached as projections/<method>-<key>
     projection_quality(points, coords, labels) -> {trustworthiness, knn_agreement, ...}
 
@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,8 @@ from core.tsne import TSNE_INITS, tsne
 __all__ = [
     "METHODS",
     "METHOD_OPTIONS",
+    "SAMPLE",
     "SCALES",
-    "SOURCES",
     "Projection",
     "compute",
     "display_coords",
@@ -54,11 +55,17 @@ __all__ = [
     "projection_key",
     "projection_quality",
     "run_projection",
+    "sources",
 ]
 
 METHODS = ("pca", "mds", "tsne")
 SCALES = ("none", "ball", "sphere")
-SOURCES = ("mu", "sample")
+# What can be projected: "z", the representation (a VAE's μ, a VQ-VAE's z_e), "sample", a VAE's
+# z = μ + σε, and any other representation a family embeds (a VQ-VAE's "z_q").
+SAMPLE = "sample"
+# The name each source is hashed under in cache keys: run format 1 called z "mu", and a layout cached then
+# is still found.
+_KEY_NAMES = {"z": "mu"}
 KEY_VERSION = 1  # bump when a method's output for the same options changes
 
 # Each method's options: name -> (default, type, check, what it means). `method_options` fills and checks.
@@ -188,14 +195,26 @@ def project(points: np.ndarray | torch.Tensor, method: str, dims: int = 3, seed:
     return display_coords(coords, scale, hide_outliers)
 
 
-def embedding_points(embeddings: dict[str, torch.Tensor], source: str = "mu", seed: int = 0) -> np.ndarray:
-    """The points to project: the posterior means μ, or one reparametrised sample z = μ + exp(½ log σ²) ε,
-    ε ~ N(0, I) drawn with `seed` (what seed 000 fed its classifier and plots)."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown embedding source {source!r}; use one of {', '.join(SOURCES)}")
-    mu = embeddings["mu"].float()
-    if source == "mu":
-        return mu.numpy()
+def sources(embeddings: dict[str, torch.Tensor]) -> list[str]:
+    """The sources these embeddings can be projected from: "z", every other (n, d) float representation
+    (z_q, ...) and "sample" when there is a posterior variance (log σ²) to draw with."""
+    out = ["z"]
+    out += [k for k, v in embeddings.items() if k not in ("z", "logvar", "images") and v.ndim == 2
+            and v.is_floating_point()]
+    if "logvar" in embeddings:
+        out.append(SAMPLE)
+    return out
+
+
+def embedding_points(embeddings: dict[str, torch.Tensor], source: str = "z", seed: int = 0) -> np.ndarray:
+    """The points to project: the representation z (a VAE's posterior means μ), another stored
+    representation, or one reparametrised sample z = μ + exp(½ log σ²) ε, ε ~ N(0, I) drawn with `seed`
+    (what the user's first study fed its classifier and plots)."""
+    if source not in sources(embeddings):
+        raise ValueError(f"unknown embedding source {source!r}; use one of {', '.join(sources(embeddings))}")
+    if source != SAMPLE:
+        return embeddings[source].float().numpy()
+    mu = embeddings["z"].float()
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(mu.shape, generator=g)
     return (mu + torch.exp(0.5 * embeddings["logvar"].float()) * eps).numpy()
@@ -210,10 +229,12 @@ def _digest(points: np.ndarray) -> str:
 
 def projection_key(method: str, dims: int, seed: int, options: dict[str, Any], source: str, points: np.ndarray) -> str:
     """16 hex digits of sha256 over the method, its full options, dims, seed, source and the points."""
-    # PCA of μ draws nothing at random: every seed gives the same layout, so the seed stays out of its key
-    uses_seed = method != "pca" or source != "mu"
+    # PCA of a stored representation draws nothing at random: every seed gives the same layout, so the
+    # seed stays out of its key
+    uses_seed = method != "pca" or source == SAMPLE
     payload = {"v": KEY_VERSION, "method": method, "options": method_options(method, options),
-               "dims": _check_dims(dims), "seed": int(seed) if uses_seed else 0, "source": source,
+               "dims": _check_dims(dims), "seed": int(seed) if uses_seed else 0,
+               "source": _KEY_NAMES.get(source, source),
                "data": _digest(points)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -249,16 +270,17 @@ class Projection:
     cache_note: str = ""  # why the layout could not be cached, when it could not
 
 
-def run_projection(run: Any, method: str, dims: int = 3, seed: int = 0, *, source: str = "mu",
+def run_projection(run: Any, method: str, dims: int = 3, seed: int = 0, *, source: str = "z",
                    progress: Progress | None = None, device: torch.device | str | None = None,
                    use_cache: bool = True, measure: bool = False, compute_missing: bool = True,
-                   **options: Any) -> Projection | None:
+                   into: Path | None = None, **options: Any) -> Projection | None:
     """The layout of `run`'s validation embeddings (a core.runs.Run), from its cache when there.
 
     A miss computes it (reporting to `progress(fraction, message)`) and saves
     projections/<method>-<key>.safetensors through the run store (shipped runs cache under the user's
     runs folder). measure=True also estimates `projection_quality` and caches it with the layout.
     compute_missing=False returns None instead of computing (to offer a button for slow methods).
+    into: cache it in this folder instead (what `core.ship` does, so shipped runs carry their layouts).
     """
     opts = method_options(method, options)
     emb = run.embeddings()
@@ -267,7 +289,9 @@ def run_projection(run: Any, method: str, dims: int = 3, seed: int = 0, *, sourc
     index = emb["index"].numpy().astype(np.int64) if "index" in emb else np.arange(len(labels))
     key = projection_key(method, dims, seed, opts, source, points)
     cached = run.load_projection(method, key) if use_cache else None
-    if cached is not None and tuple(cached.get("coords", torch.empty(0)).shape) == (len(points), dims):
+    whole = cached is not None and "seconds" in cached and all(t.numel() == 1 for k, t in cached.items()
+                                                               if k == "seconds" or k.startswith("quality_"))
+    if whole and tuple(cached.get("coords", torch.empty(0)).shape) == (len(points), dims):
         quality = {name[8:]: float(t) for name, t in cached.items() if name.startswith("quality_")}
         note = ""
         if measure and not quality:
@@ -281,18 +305,26 @@ def run_projection(run: Any, method: str, dims: int = 3, seed: int = 0, *, sourc
         return None
     coords, info = compute(points, method, dims, seed, progress=progress, device=device, **opts)
     quality = projection_quality(points, coords, labels) if measure else {}
-    note = _save(run, method, key, coords, info["seconds"], quality) if use_cache else ""
+    note = _save(run, method, key, coords, info["seconds"], quality, into) if use_cache or into else ""
     return Projection(coords, labels, index, method, opts, dims, seed, source, key, info["seconds"], False,
                       quality, note)
 
 
-def _save(run: Any, method: str, key: str, coords: np.ndarray, seconds: float, quality: dict[str, float]) -> str:
-    """Cache a layout with the run; returns "" or why it could not be kept."""
+def _save(run: Any, method: str, key: str, coords: np.ndarray, seconds: float, quality: dict[str, float],
+          into: Path | None = None) -> str:
+    """Cache a layout with the run (or in `into`); returns "" or why it could not be kept."""
     tensors = {"coords": torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32)),
                "seconds": torch.tensor(float(seconds), dtype=torch.float64)}
     tensors.update({f"quality_{name}": torch.tensor(float(v), dtype=torch.float64) for name, v in quality.items()})
     try:
-        run.save_projection(method, key, tensors, {"method": method, "key": key})
+        if into is not None:
+            from core.runs import write_safetensors_atomic
+
+            Path(into).mkdir(parents=True, exist_ok=True)
+            write_safetensors_atomic(Path(into) / f"{method}-{key}.safetensors", tensors,
+                                     {"method": method, "key": key})
+        else:
+            run.save_projection(method, key, tensors, {"method": method, "key": key})
     except OSError as exc:  # a read-only place: the layout is still shown, just not kept
         return f"not cached ({exc}); it will be recomputed next time"
     return ""

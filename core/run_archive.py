@@ -33,7 +33,8 @@ what to do, and writes nothing, when:
 - a .safetensors header does not describe exactly the file's bytes, or its tensors are not what the
   config implies: model.safetensors (and the `model/` part of checkpoint.safetensors) must hold exactly
   the model's and the loss's state_dict shapes; optimiser state one tensor of its parameter's shape (or
-  a scalar step) per moment; embeddings.safetensors μ and log σ² of (n, latent_dim) with n at most the
+  a scalar step) per moment; embeddings.safetensors the family's representations (a VAE's μ and log σ²) of
+  (n, latent size) with n at most the
   config's validation split, labels/index/source_index of (n,), images of (n, C, H, W) uint8; a
   cached projection (m, 2 or 3) coordinates with m at most n, and the seconds it took;
 - a run of that id exists, or the target is the shipped checkpoints folder.
@@ -69,16 +70,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from core import run_check
+from core.families import family_of, load_objective
 from core.runs import (
     FORMAT,
+    READABLE_VERSIONS,
     SAFE_NAME,
     STATES,
-    VERSION,
     Run,
     RunFormatError,
     open_run,
     runs_root,
     under_checkpoints,
+    upgrade_config,
 )
 
 __all__ = [
@@ -105,7 +109,7 @@ MAX_MEMBERS = 256
 MAX_DIRECTORY_ENTRY_BYTES = 1024
 # float32 weights of this many parameters (200 MB) fill an upload: a model described as bigger cannot
 # have come from one, and is refused before it is built (it is counted on the meta device).
-MAX_MODEL_PARAMS = 50_000_000
+MAX_MODEL_PARAMS = run_check.MAX_MODEL_PARAMS
 MAX_JSON_DEPTH = 32  # a run's JSON nests 5 deep at most; this stops absurd nesting long before Python's stack
 MAX_HEADER_BYTES = 8 * 1024 * 1024  # a safetensors header: a few hundred bytes per tensor
 MAX_LINE_BYTES = 1024 * 1024  # one history.jsonl record
@@ -130,8 +134,6 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".
 _PROJECTION = re.compile(r"^projections/[A-Za-z0-9][A-Za-z0-9._-]{0,254}\.safetensors$")
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8}
-_FLOATS = ("F16", "BF16", "F32", "F64")
-_EMBEDDING_INTS = ("I64", "I32")
 
 _END_RECORD = struct.Struct("<4s4H2LH")  # end of central directory: signature ... comment length
 _END_RECORD_64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record
@@ -627,14 +629,10 @@ def _check_safetensors(name: str, data: bytes) -> SafetensorsLayout:
 
 @dataclass
 class Expected:
-    """What the uploaded config describes: the tensors its files must hold."""
+    """What the uploaded config describes: its run id and the tensors its files must hold."""
 
     run_id: str
-    weights: dict[str, tuple[int, ...]]  # model.safetensors: the model's and (under loss.) the loss's
-    params: list[tuple[int, ...]]  # the optimiser's parameters, in order
-    latent_dim: int
-    image_shape: tuple[int, int, int]
-    val_rows: int  # at most this many validation embeddings
+    tensors: run_check.Expected
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -653,9 +651,9 @@ def _check_config(config: dict) -> Expected:
     if config.get("format") != FORMAT:
         raise ArchiveError(f"config.json is not a robust-loss-lab run (its \"format\" is {config.get('format')!r}, "
                            f"not {FORMAT!r}); nothing was written")
-    if config.get("version") != VERSION:
-        raise ArchiveError(f"config.json has format version {config.get('version')!r}; this app reads version "
-                           f"{VERSION}; nothing was written")
+    if config.get("version") not in READABLE_VERSIONS:
+        raise ArchiveError(f"config.json has format version {config.get('version')!r}; this app reads versions "
+                           f"{', '.join(map(str, READABLE_VERSIONS))}; nothing was written")
     run_id = config.get("run_id")
     if not isinstance(run_id, str) or not SAFE_NAME.match(run_id):
         raise ArchiveError(f"config.json's run_id {run_id!r} is not a valid run name (letters, digits, '.', '_', "
@@ -677,7 +675,7 @@ def _check_config(config: dict) -> Expected:
     from core.config import ConfigError, normalize_config
 
     try:
-        normalized = normalize_config(config, split=split)
+        normalized = normalize_config(upgrade_config(config), split=split)
     except (ConfigError, KeyError, TypeError, ValueError) as exc:
         raise ArchiveError(f"config.json is malformed: {exc}; nothing was written") from None
     if config.get("model") != normalized["model"]:
@@ -691,121 +689,46 @@ def _check_config(config: dict) -> Expected:
 
 
 def _expected(config: dict, run_id: str, val_rows: int) -> Expected:
-    import torch
-
-    from core.objective import build_loss, build_model
-
-    with torch.device("meta"):  # shapes and counts only: nothing is allocated, however large
-        model = build_model(config)
-    count = sum(p.numel() for p in model.parameters())
-    if count > MAX_MODEL_PARAMS:
-        spec = config["model"]
-        raise ArchiveError(f"config.json describes a model of {count:,} parameters ({config['dataset']}, width "
-                           f"{spec['width']}, latent_dim {spec['latent_dim']}), more than the {MAX_MODEL_PARAMS:,} "
-                           f"an upload can hold; train it here, or copy the run folder into the runs folder "
-                           f"directly. Nothing was written")
-    loss = build_loss(config)  # small: at most two values per pixel
-    weights = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights.update({f"loss.{k}": tuple(v.shape) for k, v in loss.state_dict().items()})
-    params = [tuple(p.shape) for p in model.parameters()] + [tuple(p.shape) for p in loss.parameters()]
-    return Expected(run_id, weights, params, int(config["latent_dim"]), tuple(config["model"]["image_shape"]),
-                    val_rows)
+    try:
+        expected = run_check.expected_tensors({**config, "split": {**config["split"], "val": val_rows}})
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ArchiveError(f"config.json describes a model that cannot be built ({exc}); nothing was written") from None
+    if expected.parameter_count > run_check.MAX_MODEL_PARAMS:
+        raise ArchiveError(f"config.json describes a model of {expected.parameter_count:,} parameters "
+                           f"({config['dataset']}, width {config.get('width')}, latent_dim {config['latent_dim']}: a "
+                           f"{family_of(config).title}), "
+                           f"more than the {run_check.MAX_MODEL_PARAMS:,} an upload can hold; train it here, or copy "
+                           f"the run folder into the runs folder directly. Nothing was written")
+    return Expected(run_id, expected)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Import: each tensor file against what the config implies
+def _headers(tensors: dict[str, TensorEntry]) -> run_check.Header:
+    return {k: (v.dtype, v.shape) for k, v in tensors.items()}
 
 
-def _check_weights(name: str, tensors: dict[str, TensorEntry], expected: Expected) -> None:
-    missing = sorted(set(expected.weights) - set(tensors))
-    extra = sorted(set(tensors) - set(expected.weights))
-    if missing or extra:
-        parts = ([f"lacks {', '.join(missing[:4])}"] if missing else []) + (
-            [f"holds {', '.join(map(repr, extra[:4]))}, which the model has not"] if extra else [])
-        raise ArchiveError(f"{name} does not fit the model in config.json: it {' and '.join(parts)}; upload the "
-                           f"weights trained with this config. Nothing was written")
-    for key, entry in tensors.items():
-        if entry.shape != expected.weights[key] or entry.dtype not in _FLOATS:
-            raise ArchiveError(f"{name} does not fit the model in config.json: {key} is {entry.dtype} "
-                               f"{list(entry.shape)}, the model's is float {list(expected.weights[key])}; upload the "
-                               f"weights trained with this config. Nothing was written")
+def _refuse(name: str, why: str | None, fix: str) -> None:
+    if why:
+        raise ArchiveError(f"{name} does not fit config.json: {why}; {fix}. Nothing was written")
 
 
-_OPTIMIZER_KEY = re.compile(r"^state\.(\d{1,6})\.([A-Za-z_]{1,32})$")
-
-
-def _check_optimizer(name: str, tensors: dict[str, TensorEntry], expected: Expected) -> None:
-    per_param: dict[int, int] = {}
-    for key, entry in tensors.items():
-        match = _OPTIMIZER_KEY.match(key)
-        pid = int(match.group(1)) if match else -1
-        if not 0 <= pid < len(expected.params):
-            raise ArchiveError(f"{name}: {key!r} is not the optimiser state of one of the model's "
-                               f"{len(expected.params)} parameters; nothing was written")
-        per_param[pid] = per_param.get(pid, 0) + 1
-        if entry.shape not in (expected.params[pid], ()) or per_param[pid] > 4 or entry.dtype not in _FLOATS:
-            raise ArchiveError(f"{name}: {key} is {entry.dtype} {list(entry.shape)}, not the shape of parameter {pid} "
-                               f"{list(expected.params[pid])} (or a scalar); nothing was written")
+_WEIGHTS_FIX = "upload the weights trained with this config"
 
 
 def _check_checkpoint(name: str, layout: SafetensorsLayout, expected: Expected) -> None:
-    model = {k[len("model/"):]: v for k, v in layout.tensors.items() if k.startswith("model/")}
-    optimizer = {k[len("optimizer/"):]: v for k, v in layout.tensors.items() if k.startswith("optimizer/")}
-    other = [k for k in layout.tensors if not k.startswith(("model/", "optimizer/"))]
+    prefixes = ("model/", "optimizer/", "counts/")
+    other = [k for k in layout.tensors if not k.startswith(prefixes)]
     if other:
-        raise ArchiveError(f"{name} holds {', '.join(map(repr, other[:4]))}, neither model/ nor optimizer/ state; "
-                           f"nothing was written")
-    _check_weights(name, model, expected)
-    _check_optimizer(name, optimizer, expected)
+        raise ArchiveError(f"{name} holds {', '.join(map(repr, other[:4]))}, neither model/, optimizer/ nor counts/ "
+                           f"state; nothing was written")
+    part = {p: {k[len(p):]: v for k, v in layout.tensors.items() if k.startswith(p)} for p in prefixes}
+    _refuse(name, run_check.weights_mismatch(_headers(part["model/"]), expected.tensors), _WEIGHTS_FIX)
+    _refuse(name, run_check.optimizer_mismatch(_headers(part["optimizer/"]), expected.tensors), _WEIGHTS_FIX)
+    if any(len(v.shape) > 1 or math.prod(v.shape) > 1 << 20 for v in part["counts/"].values()):
+        raise ArchiveError(f"{name}: its counts/ tensors are not per-epoch counts; nothing was written")
     if "trainer_state" in layout.metadata:
         state = _parse_json(f"{name}'s trainer_state", layout.metadata["trainer_state"].encode("utf-8"))
         if not isinstance(state, dict):
             raise ArchiveError(f"{name}'s trainer_state must be a JSON object; nothing was written")
-
-
-def _check_embeddings(name: str, tensors: dict[str, TensorEntry], expected: Expected) -> int:
-    """(n, d) validation embeddings with d the latent size and n within the validation split; returns n."""
-    for key in ("mu", "logvar", "labels"):
-        if key not in tensors:
-            raise ArchiveError(f"{name} lacks {key!r}; export the run again. Nothing was written")
-    mu = tensors["mu"]
-    if len(mu.shape) != 2 or mu.shape[1] != expected.latent_dim or mu.dtype not in _FLOATS:
-        raise ArchiveError(f"{name}: mu is {mu.dtype} {list(mu.shape)}, not float (n, {expected.latent_dim}) for "
-                           f"config.json's latent_dim {expected.latent_dim}; nothing was written")
-    n = mu.shape[0]
-    if n > expected.val_rows:
-        raise ArchiveError(f"{name} holds {n:,} rows, more than the {expected.val_rows:,} validation images in "
-                           f"config.json's split; the embeddings are of the validation split. Nothing was written")
-    shapes = {"logvar": ((n, expected.latent_dim), _FLOATS), "labels": ((n,), _EMBEDDING_INTS),
-              "index": ((n,), _EMBEDDING_INTS), "source_index": ((n,), _EMBEDDING_INTS),
-              "images": ((n, *expected.image_shape), ("U8",))}
-    for key, entry in tensors.items():
-        if key == "mu":
-            continue
-        if key not in shapes:
-            raise ArchiveError(f"{name} holds {key!r}, which is not part of a run's embeddings (mu, logvar, labels, "
-                               f"index, source_index, images); nothing was written")
-        shape, dtypes = shapes[key]
-        if entry.shape != shape or entry.dtype not in dtypes:
-            raise ArchiveError(f"{name}: {key} is {entry.dtype} {list(entry.shape)}, not {'/'.join(dtypes)} "
-                               f"{list(shape)} to go with mu {list(mu.shape)}; nothing was written")
-    return n
-
-
-def _check_projection(name: str, tensors: dict[str, TensorEntry], rows: int) -> None:
-    coords = tensors.get("coords")
-    if coords is None or len(coords.shape) != 2 or coords.shape[1] not in (2, 3) or coords.shape[0] > rows:
-        shape = list(coords.shape) if coords is not None else None
-        raise ArchiveError(f"{name}: coords is {shape}, not (n, 2 or 3) with n at most the {rows:,} embedded "
-                           f"validation images; leave the projections out of the zip (they are recomputed). "
-                           f"Nothing was written")
-    if "seconds" not in tensors:
-        raise ArchiveError(f"{name} lacks 'seconds'; leave the projections out of the zip (they are recomputed). "
-                           f"Nothing was written")
-    for key, entry in tensors.items():
-        if key != "coords" and (entry.shape != () or not (key == "seconds" or key.startswith("quality_"))):
-            raise ArchiveError(f"{name} holds {key!r} {list(entry.shape)}; a cached projection holds coords, seconds "
-                               f"and quality_* numbers. Leave the projections out of the zip. Nothing was written")
 
 
 def _check_tensors(archive: zipfile.ZipFile, plan: dict[str, zipfile.ZipInfo], expected: Expected) -> None:
@@ -816,19 +739,21 @@ def _check_tensors(archive: zipfile.ZipFile, plan: dict[str, zipfile.ZipInfo], e
             continue
         with _member_head(archive, info, name) as read:
             layouts[name] = read_safetensors_header(name, read, info.file_size)
-    rows = expected.val_rows
+    rows = expected.tensors.val_rows
     for name, layout in layouts.items():
         if name == Run.MODEL:
-            _check_weights(name, layout.tensors, expected)
+            _refuse(name, run_check.weights_mismatch(_headers(layout.tensors), expected.tensors), _WEIGHTS_FIX)
         elif name == CHECKPOINT_FILE:
             _check_checkpoint(name, layout, expected)
         elif name == Run.OPTIMIZER:
-            _check_optimizer(name, layout.tensors, expected)
+            _refuse(name, run_check.optimizer_mismatch(_headers(layout.tensors), expected.tensors), _WEIGHTS_FIX)
         elif name == Run.EMBEDDINGS:
-            rows = _check_embeddings(name, layout.tensors, expected)
+            why, rows = run_check.embeddings_mismatch(_headers(layout.tensors), expected.tensors)
+            _refuse(name, why, "export the run again")
     for name, layout in layouts.items():
         if name.startswith("projections/"):
-            _check_projection(name, layout.tensors, rows)
+            _refuse(name, run_check.projection_mismatch(_headers(layout.tensors), rows),
+                    "leave the projections out of the zip (they are recomputed)")
 
 
 def _check_members(archive: zipfile.ZipFile, plan: dict[str, zipfile.ZipInfo]) -> tuple[str, dict[str, bytes]]:
@@ -869,11 +794,10 @@ def _verify_on_disk(path: Path) -> Run:
         if run.has_checkpoint:
             run.load_checkpoint()
         if (path / Run.MODEL).is_file():
-            run.load_model()
-            run.load_loss()
+            load_objective(run)
         if run.has_embeddings:
             tensors = run.embeddings()
-            missing = [k for k in ("mu", "logvar", "labels") if k not in tensors]
+            missing = [k for k in family_of(run.config).required_embeddings if k not in tensors]
             if missing:
                 raise RunFormatError(f"embeddings.safetensors lacks {', '.join(missing)}")
     except RunFormatError as exc:

@@ -35,7 +35,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -69,6 +69,7 @@ __all__ = [
     "remove_stale_temporaries",
     "runs_root",
     "under_checkpoints",
+    "upgrade_config",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_safetensors_atomic",
@@ -76,7 +77,8 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[1]
 FORMAT = "robust-loss-lab/run"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # run format 1: the VAE-only format, read through `upgrade_config`
 STATES = ("created", "running", "finished", "stopped", "failed")
 # A run id, or a cached projection's method/key: safe as one file name (no separators, no leading dot).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
@@ -253,9 +255,13 @@ def _read_json(path: Path) -> Any:
 
 
 def new_run_id(config: dict) -> str:
-    """`<UTC time>-<dataset>-<loss>-z<latent>-<4 hex>`: sorts by time, says what it is, never collides."""
+    """`<UTC time>-<dataset>-<family>-<loss>-z<latent>-<4 hex>`: sorts by time, says what it is (the family
+    and its reconstruction loss), never collides."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{config['dataset']}-{config['loss']}-z{config['latent_dim']}-{secrets.token_hex(2)}"
+    parts = [stamp, config["dataset"], config.get("family", "vae")]
+    if config.get("loss"):
+        parts.append(config["loss"])
+    return "-".join([*parts, f"z{config['latent_dim']}", secrets.token_hex(2)])
 
 
 def under_checkpoints(path: str | Path) -> bool:
@@ -283,7 +289,10 @@ def _type_name(value: Any) -> str:
 
 def check_config_types(config: dict, where: Path | str) -> None:
     """RunFormatError naming the field when a run config lacks a field or holds the wrong type in it."""
-    for key, types in _CONFIG_TYPES.items():
+    wanted = dict(_CONFIG_TYPES)
+    if config.get("version") != 1:
+        wanted["family"] = (str,)
+    for key, types in wanted.items():
         if key not in config:
             raise RunFormatError(f"{where} lacks the field {key!r}; the run is damaged (retrain it, or restore "
                                  f"config.json from a copy)")
@@ -297,6 +306,17 @@ def check_config_types(config: dict, where: Path | str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise RunFormatError(f"{where}: split.{key} should be a count of images, not {value!r:.60}; the run "
                                  f"is damaged")
+
+
+def upgrade_config(config: dict) -> dict:
+    """A run format 1 config read as format 2 (in memory; the file is left as it is): format 1 ran only
+    VAEs with Adam and no weight decay, and kept Student's t's ν in `loss_alpha`."""
+    if config.get("version") != 1:
+        return config
+    out = {"family": "vae", "optimizer": "adam", "weight_decay": 0.0, "loss_nu": None, **config}
+    if out.get("loss") == "students_t":
+        out["loss_nu"], out["loss_alpha"] = out.get("loss_alpha"), None
+    return out
 
 
 _RECORD_INTS = ("epoch", "step", "epoch_step")
@@ -335,11 +355,13 @@ def _check_trainer_state(trainer: dict, where: Path) -> None:
 
 @dataclass
 class Checkpoint:
-    """What a checkpoint holds: model (and `loss.`) tensors, optimiser tensors, trainer state (JSON)."""
+    """What a checkpoint holds: model (and `loss.`) tensors, optimiser tensors, trainer state (JSON), and the
+    family's per-epoch counts so far (e.g. a VQ-VAE's code histogram)."""
 
     model: dict[str, torch.Tensor]
     optimizer: dict[str, torch.Tensor]
     trainer: dict[str, Any]
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class LockHolder(NamedTuple):
@@ -376,11 +398,13 @@ class Run:
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise RunFormatError(f"{config_path} is not a robust-loss-lab run config (its \"format\" should be "
                                  f"{FORMAT!r}); this directory belongs to something else")
-        if config.get("version") != VERSION:
+        if config.get("version") not in READABLE_VERSIONS:
+            readable = ", ".join(map(str, READABLE_VERSIONS))
             raise RunFormatError(f"{config_path} has format version {config.get('version')!r}; this code reads "
-                                 f"version {VERSION}: update the app or retrain the run")
+                                 f"versions {readable}: update the app or retrain the run")
         check_config_types(config, config_path)
-        self.config: dict = config
+        self.format_version: int = int(config["version"])
+        self.config: dict = upgrade_config(config)
         self.run_id: str = str(config["run_id"])
         self.shipped: bool = under_checkpoints(self.path)
 
@@ -439,6 +463,7 @@ class Run:
         step = str(checkpoint.trainer["global_step"])
         tensors = {f"model/{k}": v for k, v in checkpoint.model.items()}
         tensors.update({f"optimizer/{k}": v for k, v in checkpoint.optimizer.items()})
+        tensors.update({f"counts/{k}": v for k, v in checkpoint.counts.items()})
         metadata = {"format": FORMAT, "kind": "checkpoint", "global_step": step,
                     "trainer_state": json.dumps(checkpoint.trainer, allow_nan=False, default=_json_default)}
         write_safetensors_atomic(self.path / self.CHECKPOINT, tensors, metadata)
@@ -470,7 +495,8 @@ class Run:
         tensors = self._load_tensors(file)
         model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         optimizer = {k[len("optimizer/"):]: v for k, v in tensors.items() if k.startswith("optimizer/")}
-        return Checkpoint(model, optimizer, trainer)
+        counts = {k[len("counts/"):]: v for k, v in tensors.items() if k.startswith("counts/")}
+        return Checkpoint(model, optimizer, trainer, counts)
 
     def _load_checkpoint_v1(self) -> Checkpoint | None:
         """Run format 1: optimizer.safetensors, model.safetensors and trainer_state.json, stamped with one
@@ -515,34 +541,11 @@ class Run:
             raise RunFormatError(f"{file} is not a readable safetensors file ({exc})") from exc
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
-        """model.safetensors as saved: the VAE's weights, and the loss's under `loss.`."""
+        """model.safetensors as saved: the network's weights, and the loss's under `loss.` (a trained model is
+        rebuilt from them by `core.families.load_objective`)."""
         if not (self.path / self.MODEL).is_file():
             raise RunFormatError(f"run {self.run_id} has no weights yet ({self.MODEL} is written at each epoch end)")
         return self._load_tensors(self.path / self.MODEL)
-
-    def load_model(self) -> torch.nn.Module:
-        """The VAE with the run's weights, on the CPU, in eval mode."""
-        from core.objective import build_model
-
-        model = build_model(self.config)
-        state = {k: v for k, v in self.model_tensors().items() if not k.startswith("loss.")}
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise RunFormatError(f"{self.path / self.MODEL} does not fit the model in config.json: {exc}") from exc
-        return model.eval()
-
-    def load_loss(self) -> torch.nn.Module:
-        """The run's reconstruction loss module, with its learned parameters (adaptive) restored."""
-        from core.objective import build_loss
-
-        loss = build_loss(self.config)
-        state = {k[5:]: v for k, v in self.model_tensors().items() if k.startswith("loss.")}
-        try:
-            loss.load_state_dict(state)
-        except RuntimeError as exc:
-            raise RunFormatError(f"{self.path / self.MODEL}: the loss's saved parameters do not fit: {exc}") from exc
-        return loss.eval()
 
     # -- embeddings, projections, probes ---------------------------------------------------------------
     @property
@@ -550,14 +553,20 @@ class Run:
         return (self.path / self.EMBEDDINGS).is_file()
 
     def embeddings(self) -> dict[str, torch.Tensor]:
-        """The validation set's mu (n, d), logvar (n, d), labels (n,), index (n,), source_index (n,) and,
-        when small, images (n, C, H, W) uint8. Written when training finishes."""
+        """The validation set's representation z (n, d) and the family's extras (a VAE's logvar, a
+        VQ-VAE's z_q and codes), labels (n,), index (n,), source_index (n,) and, when small, images
+        (n, C, H, W) uint8. Written when training finishes. (Run format 1 called z "mu".)"""
         if not self.has_embeddings:
             raise RunFormatError(f"run {self.run_id} has no embeddings yet (state {self.status().get('state')!r}); "
                                  f"they are written when training finishes")
-        return self._load_tensors(self.path / self.EMBEDDINGS)
+        tensors = self._load_tensors(self.path / self.EMBEDDINGS)
+        if "z" not in tensors and "mu" in tensors:
+            tensors["z"] = tensors.pop("mu")
+        return tensors
 
     def save_embeddings(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.format_version == 1 and "z" in tensors:  # a format-1 run keeps its files in format 1
+            tensors = {("mu" if k == "z" else k): v for k, v in tensors.items()}
         write_safetensors_atomic(self.path / self.EMBEDDINGS, tensors, {"format": FORMAT})
 
     @property
@@ -582,14 +591,17 @@ class Run:
         return file
 
     def load_projection(self, method: str, key: str) -> dict[str, torch.Tensor] | None:
-        """A cached projection, or None when there is none (or it is unreadable: recompute it)."""
+        """A cached projection, or None when there is none (or it is unreadable: recompute it). A shipped
+        run's own projections/ (written when it was shipped) is looked in before the user's cache."""
         file = self._projection_file(method, key)
-        if not file.is_file():
-            return None
-        try:
-            return load_file(str(file), device="cpu")
-        except (SafetensorError, OSError):
-            return None
+        for candidate in dict.fromkeys((self.path / "projections" / file.name, file)):
+            if not candidate.is_file():
+                continue
+            try:
+                return load_file(str(candidate), device="cpu")
+            except (SafetensorError, OSError):
+                continue
+        return None
 
     def probes(self) -> dict | None:
         try:
@@ -699,6 +711,10 @@ class RunInfo:
     @property
     def dataset(self) -> str | None:
         return (self.config or {}).get("dataset")
+
+    @property
+    def family(self) -> str | None:
+        return (self.config or {}).get("family", "vae" if self.config else None)
 
     @property
     def loss(self) -> str | None:

@@ -25,6 +25,28 @@ torch.set_num_threads(1)
 
 
 
+FAULTS = REPO / "tests" / "faults"
+
+
+def fault_env(**faults: str) -> dict[str, str]:
+    """Environment variables that arm the fault injector (tests/faults/sitecustomize.py) in every Python
+    process started with them: RLL_FAULT_<NAME>=value, and the injector first on PYTHONPATH."""
+    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, **{f"RLL_FAULT_{k.upper()}": str(v) for k, v in faults.items()}}
+
+
+@pytest.fixture()
+def pace_trainers(monkeypatch: pytest.MonkeyPatch):
+    """pace_trainers(seconds): every trainer this test's processes start sleeps that long after each step
+    (through the fault injector, so product code has no test hook), slow enough to watch and stop."""
+
+    def pace(seconds: float) -> None:
+        for key, value in fault_env(step_delay=str(seconds)).items():
+            monkeypatch.setenv(key, value)
+
+    return pace
+
+
 @pytest.fixture()
 def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """Empty user-runs and shipped-runs folders, set in the environment: (runs, checkpoints)."""

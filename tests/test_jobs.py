@@ -12,6 +12,7 @@ import pytest
 from core import jobs
 from core.config import ConfigError
 from core.engine import train
+from core.families.recon import loss_label
 from core.runs import Run, create_run, list_runs, open_run
 
 TINY = {"dataset": "digits", "loss": "cauchy", "epochs": 4, "latent_dim": 2, "width": 8, "limit_train": 256,
@@ -27,15 +28,15 @@ def _finished_run(root: Path, **fields) -> Run:
 
 
 @pytest.mark.slow
-def test_start_watch_stop_and_resume_to_the_end(roots: tuple[Path, Path]) -> None:
+def test_start_watch_stop_and_resume_to_the_end(roots: tuple[Path, Path], pace_trainers) -> None:
     user, _ = roots
     # A trainer that dies before training, launched alongside (both load torch at once): config.json
     # says the split has 5 training images, the trainer finds 256 and refuses (exit status 2).
     doomed = create_run({**TINY, "split": {"train": 5, "val": 180, "test": 360}, "run_id": "doomed"})
     assert jobs.job_state(doomed) == "created"
     jobs.resume(doomed, threads=1)
-    # --step-delay (a trainer flag for demos and tests) keeps the tiny run going long enough to stop it.
-    run = jobs.start(TINY, threads=1, extra_args=["--step-delay", "0.03"])
+    pace_trainers(0.03)  # keeps the tiny run going long enough to stop it
+    run = jobs.start(TINY, threads=1)
     assert run.path.parent == user.resolve()
     assert jobs.job_state(run) == "starting"
     first_pid = jobs.launch_info(run)["pid"]
@@ -51,10 +52,10 @@ def test_start_watch_stop_and_resume_to_the_end(roots: tuple[Path, Path]) -> Non
     assert 0 < p.fraction < 1 and p.total_steps == 4 * 8 and raw["eta_s"] > 0
     later = jobs.progress(run, raw, now=time.time() + 0.5)  # the ETA counts down between status writes
     assert later.eta_s is not None and 0 <= later.eta_s <= raw["eta_s"]
-    assert p.loss is not None and p.kl is not None and p.epoch_label.startswith("epoch ")
+    assert p.loss is not None and p.terms["kl"] is not None and p.epoch_label.startswith("epoch ")
     rows = {row["run"]: row for row in jobs.run_table()}
     row = rows[run.run_id]
-    assert row["state"] == "running" and row["dataset"] == "digits" and row["loss"] == "cauchy"
+    assert row["state"] == "running" and row["dataset"] == "digits" and row["loss"] == "Cauchy"
 
     assert jobs.wait_for(doomed, ["launch failed"], timeout_s=60) == "launch failed"
     failed = jobs.progress(doomed)
@@ -142,8 +143,9 @@ def test_states_refusals_and_the_run_list(roots: tuple[Path, Path]) -> None:
     p = jobs.progress(done)
     assert p.state == "finished" and p.fraction == 1.0 and p.epoch_label == "epoch 2/2"
     curves = jobs.curves(done)
-    assert curves["epoch_x"] == [1, 2] and len(curves["val_loss"]) == 2
-    assert len(curves["step_x"]) == len(curves["loss"]) >= 2 and curves["step_x"][-1] == 2.0
+    assert curves["epochs"]["x"] == [1, 2] and len(curves["epochs"]["val_loss"]) == 2
+    steps = curves["steps"]
+    assert len(steps["x"]) == len(steps["loss"]) == len(steps["kl"]) >= 2 and steps["x"][-1] == 2.0
     jobs.delete(died)
     assert not died.path.exists()
     assert {info.run_id for info in list_runs()} == {"done", "shipped-one", "broken"}
@@ -154,6 +156,9 @@ def test_summaries_are_formatted_for_people() -> None:
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now - 7200))
     assert jobs.format_age(stamp, now) == "2 h" and jobs.format_age(None) == "?"
-    assert jobs.loss_label({"loss": "general", "loss_alpha": -2.0}) == "general (α=-2)"
-    assert jobs.loss_label({"loss": "adaptive", "adaptive_alpha_lo": 0.0, "adaptive_alpha_hi": 3.0}) == \
-        "adaptive (α∈[0, 3])"
+    # One label for a loss everywhere (tables, charts, the run list): the registry's title, α where chosen,
+    # the adaptive loss's bounds where they are not the usual [0, 3].
+    assert loss_label({"loss": "general", "loss_alpha": -2.0}) == "General (α=-2)"
+    assert loss_label({"loss": "adaptive", "adaptive_alpha_lo": 0.0, "adaptive_alpha_hi": 3.0}) == "Adaptive"
+    assert loss_label({"loss": "adaptive", "adaptive_alpha_lo": 0.5, "adaptive_alpha_hi": 2.0}) == \
+        "Adaptive (α∈[0.5, 2])"

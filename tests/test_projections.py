@@ -13,7 +13,8 @@ from sklearn.datasets import load_digits
 from sklearn.manifold import trustworthiness as sk_trustworthiness
 
 from core import projections as pj
-from core.latent_view import find_rows, latent_neighbours, point_detail, reconstruct, to_display
+from core.families import family_of, load_objective
+from core.latent_view import find_rows, latent_neighbours, point_detail, to_display
 from core.mds import classical_mds, classical_mds_points, landmark_mds, mds, normalized_stress, smacof
 from core.neighbourhood import knn, knn_label_agreement, nearest_to, trustworthiness
 from core.runs import open_run
@@ -199,9 +200,9 @@ def test_seeds_change_tsne_and_sampled_sources(trained_run):
     b = pj.project(x, "tsne", seed=1, init="random", **FAST_TSNE)
     assert not np.allclose(a, b)
     emb = trained_run.embeddings()
-    mu = pj.embedding_points(emb, "mu")
+    mu = pj.embedding_points(emb, "z")
     z0, z0_again, z1 = (pj.embedding_points(emb, "sample", s) for s in (0, 0, 1))
-    assert np.array_equal(mu, emb["mu"].numpy()) and np.array_equal(z0, z0_again) and not np.allclose(z0, z1)
+    assert np.array_equal(mu, emb["z"].numpy()) and np.array_equal(z0, z0_again) and not np.allclose(z0, z1)
     sigma = np.exp(0.5 * emb["logvar"].numpy())
     assert ((z0 - mu) / sigma).std() == pytest.approx(1.0, abs=0.1)  # ε ~ N(0, 1)
 
@@ -267,8 +268,9 @@ def test_cache_hit_key_and_invalidation(trained_run, tmp_path, monkeypatch):
     # other options, another source, or other embeddings: another key
     assert pj.run_projection(trained_run, "mds", max_iter=5, compute_missing=False) is None
     emb = trained_run.embeddings()
-    mu = emb["mu"].numpy()
-    key = pj.projection_key("mds", 3, 0, {}, "mu", mu)
+    mu = emb["z"].numpy()
+    key = pj.projection_key("mds", 3, 0, {}, "z", mu)
+    assert pj.projection_key("mds", 3, 0, {}, "mu", mu) == key  # z is hashed under run format 1's name
     assert key == first.key
     assert pj.projection_key("mds", 3, 0, {}, "sample", mu) != key
     assert pj.projection_key("mds", 3, 0, {}, "mu", mu + 1e-3) != key
@@ -277,21 +279,22 @@ def test_cache_hit_key_and_invalidation(trained_run, tmp_path, monkeypatch):
 
 def test_point_detail_reconstruction_and_neighbours(trained_run):
     emb = trained_run.embeddings()
-    model = trained_run.load_model()
+    objective = load_objective(trained_run)
+    model = objective.model
     index, labels = emb["index"].numpy(), emb["labels"].numpy()
     row = int(find_rows(index, labels, label=int(labels[5]))[0])
     assert int(find_rows(index, labels, index_value=int(index[row]))[0]) == row
-    detail = point_detail(trained_run, row, 8, embeddings=emb, model=model)
+    detail = point_detail(trained_run, row, 8, embeddings=emb, objective=objective)
     assert detail.index == int(index[row]) and detail.label == int(labels[row])
     assert detail.image is not None and np.array_equal(detail.image, emb["images"][row].numpy())
     assert detail.reconstruction.shape == (1, 8, 8) and detail.reconstruction.dtype == np.uint8
     with torch.no_grad():
-        expected = (model.decode(emb["mu"][row:row + 1]).clamp(0, 1) * 255).round().to(torch.uint8)
+        expected = (model.decode(emb["z"][row:row + 1]).clamp(0, 1) * 255).round().to(torch.uint8)
     assert np.array_equal(detail.reconstruction, expected[0].numpy())
-    rows, dist = latent_neighbours(emb["mu"], row, 8)
+    rows, dist = latent_neighbours(emb["z"], row, 8)
     assert list(detail.neighbour_rows) == list(rows) and row not in rows
     assert np.all(np.diff(dist) >= 0) and dist[0] > 0
-    assert to_display(reconstruct(model, emb["mu"][:3])).shape == (3, 8, 8)
+    assert to_display(family_of(trained_run.config).decode(objective, emb["z"][:3]).numpy()).shape == (3, 8, 8)
 
 
 def test_the_seed_keys_only_layouts_it_changes():

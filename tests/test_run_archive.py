@@ -18,6 +18,7 @@ from safetensors.torch import save as save_safetensors
 
 from core import run_archive
 from core.engine import train
+from core.families import load_objective
 from core.run_archive import ArchiveError, export_run, import_run
 from core.runs import create_run, list_runs, open_run
 
@@ -86,8 +87,8 @@ def test_export_then_import_round_trips_every_file(trained: Path, roots: Path) -
                                  strict=True):
         assert torch.equal(a, b), name
     assert any(k.startswith("loss.") for k in run.model_tensors())
-    assert torch.equal(run.embeddings()["mu"], source.embeddings()["mu"])
-    run.load_model()
+    assert torch.equal(run.embeddings()["z"], source.embeddings()["z"])
+    load_objective(run)
     assert not [p.name for p in roots.iterdir() if p.name.startswith(".")]  # the staging folder is gone
     _refused(data, roots, "already in")  # the same run again
 
@@ -238,13 +239,13 @@ def test_embeddings_and_projections_must_fit_the_config(trained: Path, roots: Pa
     entries = {name: (trained / name).read_bytes() for name in _files(trained)}
     config = json.loads(entries["config.json"])
     n, d = config["split"]["val"], config["latent_dim"]
-    base = {"mu": torch.zeros(n, d), "logvar": torch.zeros(n, d), "labels": torch.zeros(n, dtype=torch.int64)}
+    base = {"z": torch.zeros(n, d), "logvar": torch.zeros(n, d), "labels": torch.zeros(n, dtype=torch.int64)}
 
     def embeddings(**change: torch.Tensor) -> bytes:
         return _zip({**entries, "embeddings.safetensors": save_safetensors({**base, **change})})
 
-    _refused(embeddings(mu=torch.zeros(n, d + 1)), roots, f"not float (n, {d})")
-    _refused(embeddings(mu=torch.zeros(n + 1, d), logvar=torch.zeros(n + 1, d),
+    _refused(embeddings(z=torch.zeros(n, d + 1)), roots, f"not float (n, {d})")
+    _refused(embeddings(z=torch.zeros(n + 1, d), logvar=torch.zeros(n + 1, d),
                         labels=torch.zeros(n + 1, dtype=torch.int64)), roots, f"more than the {n:,} validation")
     _refused(embeddings(logvar=torch.zeros(n - 1, d)), roots, "logvar is F32")
     _refused(embeddings(images=torch.zeros(n, 3, 2, 2, dtype=torch.uint8)), roots, "images is U8")
@@ -253,7 +254,7 @@ def test_embeddings_and_projections_must_fit_the_config(trained: Path, roots: Pa
     _refused(_zip({**entries, "projections/pca-0123456789abcdef.safetensors": projection}), roots, "coords")
     projection = save_safetensors({"coords": torch.zeros(n, 3)})  # the page reads its seconds
     _refused(_zip({**entries, "projections/pca-0123456789abcdef.safetensors": projection}), roots, "seconds")
-    import_run(embeddings(mu=torch.ones(n, d)), roots)  # the same shapes, any values: accepted
+    import_run(embeddings(z=torch.ones(n, d)), roots)  # the same shapes, any values: accepted
 
 
 def test_a_config_dated_in_the_future_or_with_an_impossible_split_is_refused(trained: Path, roots: Path) -> None:

@@ -37,7 +37,7 @@ def test_roots_follow_the_environment(roots):
 def test_create_open_and_list(roots):
     run = create_run({"dataset": "digits", "loss": "cauchy", "latent_dim": 8, "epochs": 2})
     assert run.path.parent == roots[0].resolve() and run.path.name == run.run_id
-    assert run.run_id.split("-")[2:5] == ["digits", "cauchy", "z8"]
+    assert run.run_id.split("-")[2:6] == ["digits", "vae", "cauchy", "z8"]  # the family and its loss
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg["format"] == runs.FORMAT and cfg["version"] == runs.VERSION
     assert cfg["model"] == {"kind": "conv_vae", "image_shape": [1, 8, 8], "latent_dim": 8, "width": 32}
@@ -211,7 +211,7 @@ def test_missing_results_say_why(roots):
     with pytest.raises(RunFormatError, match="no embeddings yet"):
         run.embeddings()
     with pytest.raises(RunFormatError, match="no weights yet"):
-        run.load_model()
+        run.model_tensors()
 
 
 def test_projection_and_probe_caches(roots):

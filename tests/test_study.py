@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import fault_env
 
+from core.families import load_objective
+from core.projections import run_projection
 from core.runs import open_run
 from core.study import main
 
@@ -39,9 +42,10 @@ def test_study_survives_a_kill_and_writes_the_table(tmp_path: Path, capsys: pyte
     root = tmp_path / "runs"
     first = root / f"{STUDY}-mse-z4-s0"
     second = root / f"{STUDY}-cauchy-z4-s0"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **fault_env(step_delay="0.25")}  # trainers paced to be caught
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(REPO)])
     # Its own session, so the kill below takes the study and its training child at once (a crash).
-    proc = subprocess.Popen([sys.executable, "-m", "core.study", *_args(root, "--step-delay", "0.25")], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "core.study", *_args(root)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -98,18 +102,22 @@ def test_study_survives_a_kill_and_writes_the_table(tmp_path: Path, capsys: pyte
     assert [(d / "probes.json").stat().st_mtime_ns for d in (first, second)] == stamps
     assert len(json.loads((folder / "study.json").read_text())["invocations"]) == 2
 
-    # --ship-to copies slim runs (weights, probes, the first N embeddings; no optimiser state) and the study.
+    # --ship-to copies slim runs (weights, probes, the first N embeddings and their 3-D layouts; no
+    # checkpoint) and the study.
     ship = tmp_path / "ship"
     assert main(_args(root, "--ship-to", str(ship), "--ship-embeddings", "50", "--quiet")) == 0
     shipped = ship / first.name
-    assert {p.name for p in shipped.iterdir()} == {"config.json", "status.json", "history.jsonl",
+    assert {p.name for p in shipped.iterdir()} == {"config.json", "status.json", "history.jsonl", "projections",
                                                    "model.safetensors", "probes.json", "embeddings.safetensors"}
+    for method in ("pca", "mds", "tsne"):  # drawn from the shipped cache, not computed
+        layout = run_projection(open_run(shipped), method, compute_missing=False)
+        assert layout is not None and layout.from_cache and layout.coords.shape == (50, 3), method
     emb, full = open_run(shipped).embeddings(), open_run(first).embeddings()
-    assert emb["mu"].shape[0] == 50 and emb["images"].shape[0] == 50
-    assert (emb["mu"] == full["mu"][:50]).all() and (emb["index"] == full["index"][:50]).all()
+    assert emb["z"].shape[0] == 50 and emb["images"].shape[0] == 50
+    assert (emb["z"] == full["z"][:50]).all() and (emb["index"] == full["index"][:50]).all()
     assert open_run(shipped).probes() == open_run(first).probes()
     assert (ship / "studies" / STUDY / "report.md").is_file() and (ship / second.name).is_dir()
-    open_run(shipped).load_model()  # the weights load without the optimiser state
+    load_objective(open_run(shipped))  # the weights load without the optimiser state
 
     # Other settings under the same name are refused with the fix; so is a loss that does not exist.
     assert main([*_args(root, "--seeds", "0"), "--epochs", "3"]) == 2

@@ -27,12 +27,14 @@ TINY = {"dataset": "digits", "loss": "charbonnier", "epochs": 2, "latent_dim": 2
 
 
 @pytest.fixture()
-def roots(roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+def roots(roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pace_trainers
+          ) -> tuple[Path, Path]:
     """The shared empty roots, with only digits (bundled) on disk and slow tiny trainers."""
     user, shipped = roots
     monkeypatch.setenv("ROBUST_LOSS_LAB_DATA", str(tmp_path / "data"))  # only digits (bundled) is on disk
     # One thread per trainer (shared machine); a short pause per step keeps tiny runs long enough to watch.
-    monkeypatch.setenv(jobs.TRAIN_ARGS_ENV, "--threads 1 --step-delay 0.02")
+    monkeypatch.setenv(jobs.TRAIN_ARGS_ENV, "--threads 1")
+    pace_trainers(0.02)
     return user, shipped
 
 

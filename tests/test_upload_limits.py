@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from core.config import make_config
-from core.objective import build_model
+from core.families import family_of, weights_of
 from core.runs import FORMAT, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,14 +99,14 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, s
     folder = tmp_path_factory.mktemp("hostile")
     digits = json.dumps(_config(dataset="digits", latent_dim=2, width=8)).encode()
     rows = 8_000_000  # digits has 180 validation images; 8 M rows of zeros is 192 MB
-    head, size = _safetensors_header({"mu": ("F32", [rows, 2]), "logvar": ("F32", [rows, 2]),
+    head, size = _safetensors_header({"z": ("F32", [rows, 2]), "logvar": ("F32", [rows, 2]),
                                       "labels": ("I64", [rows])})
     junk_head, junk_size = _safetensors_header({"junk": ("F32", [75_000_000])})  # 300 MB
     huge = json.dumps(_config(dataset="cifar10", width=512, latent_dim=4096)).encode()
     # At the parameter bound (47 M), shaped right, zero-filled: 189 MB in a zip of 185 KB.
     bound = _config(dataset="cifar10", width=128, latent_dim=512)
     with torch.device("meta"):
-        shapes = {k: ("F32", list(v.shape)) for k, v in build_model(bound).state_dict().items()}
+        shapes = {k: ("F32", list(v.shape)) for k, v in weights_of(family_of(bound).build(bound)).items()}
     bound_head, bound_size = _safetensors_header(shapes)
     tiny_head, tiny_size = _safetensors_header({"w": ("F32", [4])})
     return {

@@ -57,11 +57,13 @@ def main() -> int:
     # What an import touches on its way, imported before measuring so that it is not counted.
     import core.config
     import core.datasets
+    import core.families
     import core.losses
-    import core.objective
+    import core.run_check
 
+    config = core.config.make_config()
     with torch.device("meta"):
-        core.objective.build_model(core.config.make_config())
+        core.families.family_of(config).build(config)
     for zip_path in args.zips:
         data = zip_path.read_bytes()
         reset = _reset_peak()

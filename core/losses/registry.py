@@ -85,9 +85,10 @@ class GeneralRho(nn.Module):
         super().__init__()
         self.register_buffer("alpha", torch.tensor(float(alpha)))
         self.register_buffer("scale", torch.tensor(float(scale)))
-        # The same values as Python numbers, which rho() uses without reading a (GPU) tensor each step.
+        # The same values as Python numbers, which rho() uses without reading a (GPU) tensor each step;
+        # taken from the arguments, so that building on the meta device (to count shapes) works too.
+        self._numbers = (float(alpha), float(scale))
         self.register_load_state_dict_post_hook(GeneralRho._reread)
-        GeneralRho._reread(self, None)
 
     @staticmethod
     def _reread(module: GeneralRho, _incompatible: object) -> None:

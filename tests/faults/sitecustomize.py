@@ -7,6 +7,7 @@ start-up (`sitecustomize`). With none of its variables set it does nothing.
         twice), or `sigterm`
     RLL_FAULT_SIGNAL_AT_STEP="<SIGNAL>:<step>"   send the signal to itself after optimiser step <step>
     RLL_FAULT_STEP_DELAY="<seconds>"              sleep after every optimiser step (to watch a tiny run)
+    RLL_FAULT_POISON_AT_STEP="<step>"             after that optimiser step, set every parameter to +Inf
 
 This is how the crash tests hit exact instants (the moment a checkpoint commits, the moment the embeddings
 land) with real processes and without any test hook in the product code.
@@ -21,6 +22,7 @@ import sys
 _REPLACE = os.environ.get("RLL_FAULT_REPLACE")
 _AT_STEP = os.environ.get("RLL_FAULT_SIGNAL_AT_STEP")
 _DELAY = os.environ.get("RLL_FAULT_STEP_DELAY")
+_POISON = os.environ.get("RLL_FAULT_POISON_AT_STEP")
 
 
 def _act(action: str) -> None:
@@ -55,7 +57,7 @@ if _REPLACE:
     os.replace = _replace
 
 
-if _AT_STEP or _DELAY:
+if _AT_STEP or _DELAY or _POISON:
     import importlib.abc
     import importlib.machinery
 
@@ -67,10 +69,17 @@ if _AT_STEP or _DELAY:
         count = [0]
         signum, at = (_AT_STEP.split(":") if _AT_STEP else ("", "0"))
 
-        def hook(_optimizer, _args, _kwargs) -> None:  # type: ignore[no-untyped-def]
+        def hook(optimizer, _args, _kwargs) -> None:  # type: ignore[no-untyped-def]
             count[0] += 1
             if _AT_STEP and count[0] == int(at):
                 os.kill(os.getpid(), getattr(signal, signum))
+            if _POISON and count[0] == int(_POISON):
+                import torch
+
+                with torch.no_grad():
+                    for group in optimizer.param_groups:
+                        for p in group["params"]:
+                            p.fill_(float("inf"))
             if _DELAY:
                 time.sleep(float(_DELAY))
 
