@@ -1,6 +1,6 @@
 """Training throughput: core.engine's loop against a plain torchvision + DataLoader loop, same model.
 
-    .venv/bin/python benchmarks/train.py                      # digits (1,257 images), CPU: ~1-2 min
+    .venv/bin/python benchmarks/train.py                      # digits (1,257 images), VAE and VQ-VAE, CPU
     .venv/bin/python benchmarks/train.py --dataset fashion_mnist --images 1024 --repeats 1
     .venv/bin/python benchmarks/train.py --device cuda --dataset cifar10 --images 50000 --batch-size 512 --compile
 
@@ -36,6 +36,7 @@ from core import datasets
 from core.config import normalize_config
 from core.device import configure_threads, resolve_device, tune_backend
 from core.engine import TrainingData, build_objective, train
+from core.families import Batch, family_of
 from core.runs import create_run
 
 
@@ -68,14 +69,19 @@ def _baseline(config: dict, images: torch.Tensor, labels: torch.Tensor, device: 
     objective = build_objective(config, device)
     opt = torch.optim.Adam(objective.parameters(), lr=config["lr"], fused=device.type == "cuda")
     step_fn = torch.compile(objective, dynamic=False) if config["compile"] else objective
-    seconds = 0.0
+    weights = family_of(config).loss_weights(config)
+    seconds, step = 0.0, 0
     for _ in range(epochs):
         total, start = 0.0, time.perf_counter()
-        for x, _y in loader:
+        for x, y in loader:
             x = x.to(device, non_blocking=True)
-            eps = torch.randn(x.shape[0], config["latent_dim"], device=device)
-            recon, kl = step_fn(x, eps)
-            loss = (recon.sum() + config["beta"] * kl.sum()) / x.shape[0]
+            step += 1
+            # The family's objective takes a Batch of uint8 images; ToTensor gave floats in [0, 1] (to_unit
+            # leaves floats as they are), so the model sees the same inputs in both loops.
+            batch = Batch(x, y.to(device), torch.arange(x.shape[0], device=device), step, 0, x.shape[0])
+            terms = step_fn(batch)["terms"]
+            loss = sum(w * (terms[k].sum() if terms[k].ndim else terms[k] * x.shape[0])
+                       for k, w in weights.items()) / x.shape[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -124,15 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers to try")
     p.add_argument("--repeats", type=int, default=2, help="alternating measurements; the best is kept")
-    p.add_argument("--width", type=int, default=32, help="VAE channels")
+    p.add_argument("--width", type=int, default=32, help="network channels")
+    p.add_argument("--families", default="vae,vqvae", help="model families to measure, each against its baseline")
     p.add_argument("--cifar-epoch", action="store_true", help="(CUDA) time a CIFAR-10-sized epoch, goal < 2 s")
     args = p.parse_args(argv)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     tune_backend(device)
-    config = normalize_config({"dataset": args.dataset, "loss": args.loss, "latent_dim": args.latent_dim,
-                               "batch_size": args.batch_size, "epochs": args.epochs, "limit_train": args.images,
-                               "compile": args.compile, "width": args.width})
+    configs = [normalize_config({"family": family, "dataset": args.dataset, "loss": args.loss,
+                                 "latent_dim": args.latent_dim, "batch_size": args.batch_size, "epochs": args.epochs,
+                                 "limit_train": args.images, "compile": args.compile, "width": args.width})
+               for family in args.families.split(",")]
     try:
         train_set = datasets.load_split(args.dataset, "train", device, limit=args.images)
         val_full = datasets.load_split(args.dataset, "val", device)
@@ -149,19 +157,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{tuple(train_set.images.shape[1:])}, batch {args.batch_size}, latent {args.latent_dim}, "
           f"width {args.width}, loss {args.loss}, compile {args.compile}; last of {args.epochs} epochs timed, "
           f"best of {args.repeats}")
-    # Alternate the loops and keep each one's best epoch: the machine may be shared, and load from
-    # other processes only ever slows a measurement down.
-    ours, base = 0.0, dict.fromkeys(args.workers, 0.0)
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = max(ours, _ours(config, data, device, Path(tmp)))
-        for workers in args.workers:
-            base[workers] = max(base[workers], _baseline(config, train_set.images, train_set.labels, device,
-                                                         args.epochs, workers))
-    print(f"ours (core.engine, index batches on the device): {ours:10,.0f} images/s")
-    for workers, value in base.items():
-        print(f"baseline (torchvision dataset + DataLoader, {workers} workers): {value:10,.0f} images/s   "
-              f"ratio ours/baseline = {ours / value:.2f}x")
+    for config in configs:
+        # Alternate the loops and keep each one's best epoch: the machine may be shared, and load from
+        # other processes only ever slows a measurement down.
+        ours, base = 0.0, dict.fromkeys(args.workers, 0.0)
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                ours = max(ours, _ours(config, data, device, Path(tmp)))
+            for workers in args.workers:
+                base[workers] = max(base[workers], _baseline(config, train_set.images, train_set.labels, device,
+                                                             args.epochs, workers))
+        label = family_of(config).describe(config)
+        print(f"{label}: ours (core.engine, index batches on the device): {ours:10,.0f} images/s")
+        for workers, value in base.items():
+            print(f"{label}: baseline (torchvision dataset + DataLoader, {workers} workers): {value:10,.0f} images/s"
+                  f"   ratio ours/baseline = {ours / value:.2f}x")
     if args.cifar_epoch:
         if device.type != "cuda":
             print("CIFAR-10-sized epoch: not measured (needs CUDA); goal on a GPU: < 2 s")

@@ -482,7 +482,8 @@ class _Trainer:
         global_batch = idx.numel()
         if world > 1:
             idx = idx[rank::world]
-        batch = Batch(images[idx], labels[idx], idx, self.global_step + 1, self.seed, global_batch, rank, world)
+        batch = Batch(images[idx], labels[idx], idx, self.global_step + 1, self.seed, global_batch, rank, world,
+                      self.global_step / (self.steps * self.epochs))
         out = self.module(batch)
         terms = out["terms"]
         local = idx.numel()

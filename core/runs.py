@@ -68,6 +68,7 @@ __all__ = [
     "read_jsonl",
     "remove_stale_temporaries",
     "runs_root",
+    "shared_images",
     "under_checkpoints",
     "upgrade_config",
     "write_bytes_atomic",
@@ -562,6 +563,10 @@ class Run:
         tensors = self._load_tensors(self.path / self.EMBEDDINGS)
         if "z" not in tensors and "mu" in tensors:
             tensors["z"] = tensors.pop("mu")
+        if "images" not in tensors and "index" in tensors:
+            images = shared_images(self.path.parent, self.config.get("dataset"), tensors["index"])
+            if images is not None:
+                tensors["images"] = images
         return tensors
 
     def save_embeddings(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -601,6 +606,51 @@ class Run:
                 return load_file(str(candidate), device="cpu")
             except (SafetensorError, OSError):
                 continue
+        return None
+
+    # -- evaluations: results computed from a finished run and cached with it (neighbour grids, ROC, ...) --
+    EVALUATIONS = "evaluations"
+
+    def _evaluation_dir(self) -> Path:
+        """The run's `evaluations/`; for a shipped run, the user's cache (`<runs_root>/.shipped-cache/...`)."""
+        if self.shipped:
+            return runs_root() / ".shipped-cache" / self.run_id / self.EVALUATIONS
+        return self.path / self.EVALUATIONS
+
+    def _evaluation_files(self, name: str, suffix: str) -> list[Path]:
+        if not SAFE_NAME.match(name):
+            raise ValueError(f"evaluation name {name!r} must be letters, digits, '.', '_' or '-'")
+        file = f"{name}{suffix}"
+        return list(dict.fromkeys((self.path / self.EVALUATIONS / file, self._evaluation_dir() / file)))
+
+    def save_evaluation(self, name: str, results: dict, tensors: dict[str, torch.Tensor] | None = None,
+                        folder: Path | None = None) -> None:
+        """Cache an evaluation: `<name>.json` (results) and, with tensors, `<name>.safetensors`; `folder`
+        instead of the usual place (`core.ship` writes a shipped run's own evaluations/)."""
+        target = Path(folder) if folder is not None else self._evaluation_dir()
+        target.mkdir(parents=True, exist_ok=True)
+        if tensors:
+            write_safetensors_atomic(target / f"{name}.safetensors", tensors, {"format": FORMAT})
+        write_json_atomic(target / f"{name}.json", results)
+
+    def evaluation(self, name: str) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """A cached evaluation (its results and tensors), or None when there is none or it is unreadable.
+        A shipped run's own evaluations/ is looked in before the user's cache."""
+        for file in self._evaluation_files(name, ".json"):
+            try:
+                results = _read_json(file)
+            except (FileNotFoundError, RunFormatError):
+                continue
+            if not isinstance(results, dict):
+                continue
+            tensor_file = file.with_suffix(".safetensors")
+            tensors: dict[str, torch.Tensor] = {}
+            if tensor_file.is_file():
+                try:
+                    tensors = load_file(str(tensor_file), device="cpu")
+                except (SafetensorError, OSError):
+                    continue
+            return results, tensors
         return None
 
     def probes(self) -> dict | None:
@@ -726,6 +776,27 @@ class RunInfo:
 
     def open(self) -> Run:
         return open_run(self.path)
+
+
+SHARED_IMAGES = "images"  # <root>/images/<dataset>-val.safetensors: validation images stored once per root
+
+
+def shared_images(root: Path, dataset: Any, index: torch.Tensor) -> torch.Tensor | None:
+    """The validation images at `index` (positions in the validation split) from the copy stored once per
+    dataset in `<root>/images/` (what core.ship writes beside shipped runs, so they need not each carry
+    them), or None when there is none."""
+    if not isinstance(dataset, str) or not SAFE_NAME.match(dataset):
+        return None
+    file = Path(root) / SHARED_IMAGES / f"{dataset}-val.safetensors"
+    try:
+        shared = load_file(str(file), device="cpu")
+    except (FileNotFoundError, SafetensorError, OSError):
+        return None
+    row_of = {int(v): r for r, v in enumerate(shared.get("index", torch.zeros(0)).tolist())}
+    rows = [row_of.get(int(v)) for v in index.tolist()]
+    if "images" not in shared or None in rows:
+        return None
+    return shared["images"][torch.tensor(rows, dtype=torch.int64)]
 
 
 def open_run(path: str | Path) -> Run:

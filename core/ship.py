@@ -9,9 +9,27 @@ import os
 import shutil
 from pathlib import Path
 
-from core.runs import FORMAT, Run, write_safetensors_atomic
+import torch
+from safetensors.torch import load_file
+
+from core.runs import FORMAT, SHARED_IMAGES, Run, write_safetensors_atomic
 
 __all__ = ["ship"]
+
+
+def _share_images(dest: Path, dataset: str, images: torch.Tensor, index: torch.Tensor) -> None:
+    """Add validation images to dest/images/<dataset>-val.safetensors (the union of what the shipped runs
+    of that dataset show), which core.runs.shared_images reads for every shipped run."""
+    file = dest / SHARED_IMAGES / f"{dataset}-val.safetensors"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    have = load_file(str(file)) if file.is_file() else {"images": images[:0], "index": index[:0]}
+    known = set(have["index"].tolist())
+    new = [i for i, v in enumerate(index.tolist()) if v not in known]
+    if not new:
+        return
+    rows = torch.tensor(new, dtype=torch.int64)
+    merged = {"images": torch.cat([have["images"], images[rows]]), "index": torch.cat([have["index"], index[rows]])}
+    write_safetensors_atomic(file, merged, {"format": FORMAT, "dataset": dataset})
 
 
 _SHIPPED_FILES = (Run.CONFIG, Run.STATUS, Run.HISTORY, Run.MODEL, Run.PROBES)
@@ -24,9 +42,9 @@ def ship(runs: list, study_folder: Path | None, dest: Path, *, embeddings: int =
          projections: tuple[str, ...] = SHIPPED_PROJECTIONS) -> list[Path]:
     """Copy finished runs into `dest` (the app's checkpoints/) for shipping, and the study folder to
     `dest/studies/<name>`: weights, config, status, history, probes, the first `embeddings` validation
-    embeddings with their images, and the 3-D `projections` of those embeddings (default options, seed
-    0), cached in the run's own projections/; not the checkpoint (a shipped run is read-only, never
-    resumed). Each run is assembled in a hidden folder and renamed into place."""
+    embeddings (their images go once per dataset into dest/images/), and the 3-D `projections` of those
+    embeddings (default options, seed 0), cached in the run's own projections/; not the checkpoint (a
+    shipped run is read-only, never resumed). Each run is assembled in a hidden folder and renamed into place."""
     from core.projections import run_projection
     from core.runs import open_run
 
@@ -45,6 +63,8 @@ def ship(runs: list, study_folder: Path | None, dest: Path, *, embeddings: int =
         emb = run.embeddings()
         keep = {k: v[:embeddings] for k, v in emb.items()}
         subset = f"first {len(keep['z'])} of {len(emb['z'])}"
+        if "images" in keep:  # shipped once per dataset, not with every run (core.runs.shared_images)
+            _share_images(dest, run.config["dataset"], keep.pop("images"), keep["index"])
         if run.format_version == 1:  # the file keeps its format's name for z
             keep["mu"] = keep.pop("z")
         write_safetensors_atomic(tmp / Run.EMBEDDINGS, keep, {"format": FORMAT, "subset": subset})

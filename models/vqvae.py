@@ -200,7 +200,7 @@ class ConvVQVAE(nn.Module):
             raise ValueError(f"the VQ-VAE takes square images; got {h}×{w}")
         self.image_shape, self.grid, self.code_dim = (c, h, w), int(grid), int(code_dim)
         halvings, kernel = grid_plan(h, self.grid)
-        chans = [width * 2 ** min(i, 2) for i in range(halvings + 1)]
+        chans = [width * 2 ** min(i, 1) for i in range(halvings + 1)]  # width, then twice it below full size
         enc: list[nn.Module] = [nn.Conv2d(c, width, 3, padding=1)]
         for i in range(halvings):
             enc += [nn.ReLU(), nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1)]

@@ -72,6 +72,7 @@ class Batch:
     global_size: int
     rank: int = 0
     world: int = 1
+    fraction: float = 0.0  # how much of the training is done before this step (0 ≤ f < 1): for schedules
 
     @property
     def device(self) -> torch.device:
