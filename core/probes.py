@@ -52,6 +52,7 @@ __all__ = [
     "mlp_probe",
     "probe_latents",
     "probe_run",
+    "seed_mlp_probe",
     "summary",
     "well_formed",
 ]
@@ -77,6 +78,8 @@ class ProbeSettings:
     knn_tau: float = 0.1
     knn_eta: float = 1e-3
     features: str = "z"  # the representation probed (a VQ-VAE's "z_q" is the other choice)
+    seed_mlp: bool = False  # also the class-penalty study's classifier (seed_mlp_probe)
+    seed_mlp_output: str = "linear"  # its output: linear logits, or the study's "sigmoid"
     version: int = PROBE_VERSION
 
     def __post_init__(self) -> None:
@@ -92,6 +95,8 @@ class ProbeSettings:
             raise ValueError("mlp_epochs and mlp_batch must be at least 1")
         if not self.knn_tau > 0 or not 0 < self.knn_eta < 1:
             raise ValueError(f"need knn_tau > 0 and 0 < knn_eta < 1, got {self.knn_tau}, {self.knn_eta}")
+        if self.seed_mlp_output not in ("linear", "sigmoid"):
+            raise ValueError(f"seed_mlp_output must be linear or sigmoid, got {self.seed_mlp_output!r}")
 
     def to_json(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -163,9 +168,33 @@ def mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
     Inputs are standardised by the mean and std of the training z. Returns mean and std over
     `settings.seeds` of test accuracy and cross-entropy, and the per-seed values."""
     s = settings or ProbeSettings()
+    sampled = train.logvar is not None and test.logvar is not None
+    return {"features": "z = mu + sigma * eps" if sampled else "z", "hidden": list(s.hidden), "epochs": s.mlp_epochs,
+            "batch": s.mlp_batch, "lr": s.mlp_lr, "weight_decay": s.mlp_weight_decay,
+            **_fit_mlp(train, test, num_classes, s, s.hidden, sampled=sampled)}
+
+
+SEED_MLP_HIDDEN = (100, 200, 100)  # the class-penalty study's classifier: b -> 100 -> 200 -> 100 -> classes
+
+
+def seed_mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
+                   settings: ProbeSettings | None = None) -> dict:
+    """The class-penalty study's classifier on z: hidden layers 100, 200, 100 with ReLU and dropout 0.1;
+    linear logits by default, or the study's sigmoid output (`settings.seed_mlp_output`). Same training
+    as the MLP probe (AdamW, epochs, batches, seeds)."""
+    s = settings or ProbeSettings()
+    return {"features": "z", "hidden": list(SEED_MLP_HIDDEN), "activation": "relu", "dropout": 0.1,
+            "output": s.seed_mlp_output, "epochs": s.mlp_epochs, "batch": s.mlp_batch, "lr": s.mlp_lr,
+            **_fit_mlp(train, test, num_classes, s, SEED_MLP_HIDDEN, sampled=False, activation="relu", dropout=0.1,
+                       output=s.seed_mlp_output)}
+
+
+def _fit_mlp(train: LatentSet, test: LatentSet, num_classes: int | None, s: ProbeSettings, hidden: tuple[int, ...],
+             *, sampled: bool, activation: str = "silu", dropout: float = 0.0, output: str = "linear") -> dict:
+    """Fit an MLP classifier per seed on standardised z (on samples z = μ + σε when `sampled`) and score it
+    on the test set: per-seed and mean ± std test accuracy and cross-entropy."""
     classes = _num_classes(train, test, num_classes)
     mean, std = _standardiser(train.z)
-    sampled = train.logvar is not None and test.logvar is not None
     train_sigma = torch.exp(0.5 * train.logvar) if sampled else None
     test_sigma = torch.exp(0.5 * test.logvar) if sampled else None
     n = len(train)
@@ -173,7 +202,7 @@ def mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
     for seed in s.seeds:
         gen = torch.Generator().manual_seed(int(seed))
         torch.manual_seed(int(seed))  # the classifier's initialisation
-        model = MLPClassifier(train.z.shape[1], classes, s.hidden)
+        model = MLPClassifier(train.z.shape[1], classes, hidden, dropout, activation, output)
         opt = torch.optim.AdamW(model.parameters(), lr=s.mlp_lr, weight_decay=s.mlp_weight_decay)
         model.train()
         for _ in range(s.mlp_epochs):
@@ -190,8 +219,7 @@ def mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
         with torch.no_grad():
             z_test = test.z + test_sigma * torch.randn(test.z.shape, generator=gen) if sampled else test.z
             per_seed.append({"seed": int(seed), **_scores(model((z_test - mean) / std), test.labels)})
-    return {"features": "z = mu + sigma * eps" if sampled else "z", "hidden": list(s.hidden), "epochs": s.mlp_epochs,
-            "batch": s.mlp_batch, "lr": s.mlp_lr, "weight_decay": s.mlp_weight_decay, **_over_seeds(per_seed)}
+    return _over_seeds(per_seed)
 
 
 def _over_seeds(per_seed: list[dict]) -> dict:
@@ -296,6 +324,8 @@ def probe_latents(train: LatentSet, test: LatentSet, num_classes: int | None = N
     started = time.perf_counter()
     probes = {"mlp": mlp_probe(train, test, num_classes, s), "linear": linear_probe(train, test, num_classes, s),
               "knn": knn_probe(train, test, num_classes, s)}
+    if s.seed_mlp:
+        probes["seed_mlp"] = seed_mlp_probe(train, test, num_classes, s)
     return {"split": check, "probes": probes, "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -400,7 +430,7 @@ def summary(results: dict | None) -> dict[str, float | None]:
     """The flat numbers of a probes.json (what tables show): mlp/linear/knn accuracy and cross-entropy,
     the MLP's standard deviations over seeds, and the k-NN's best k."""
     keys = ("mlp_acc", "mlp_acc_std", "mlp_ce", "mlp_ce_std", "linear_acc", "linear_ce", "knn_acc", "knn_ce",
-            "knn_k")
+            "knn_k", "seed_mlp_acc", "seed_mlp_ce")
     out: dict[str, float | None] = dict.fromkeys(keys)
     if not well_formed(results, saved=False):
         return out
@@ -412,6 +442,8 @@ def summary(results: dict | None) -> dict[str, float | None]:
         out.update(linear_acc=linear["accuracy"], linear_ce=linear["cross_entropy"])
     if knn := probes.get("knn"):
         out.update(knn_acc=knn["accuracy"], knn_ce=knn["cross_entropy"], knn_k=knn.get("best_k"))
+    if seed := probes.get("seed_mlp"):
+        out.update(seed_mlp_acc=seed["accuracy"], seed_mlp_ce=seed["cross_entropy"])
     return out
 
 

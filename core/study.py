@@ -46,7 +46,7 @@ from core.cli import threads as threads_type
 from core.engine import StopSignal
 from core.jobs import REPO, train_command, trainer_env
 from core.report import machine, write_study
-from core.runs import RunFormatError, now_iso, open_run, runs_root
+from core.runs import RunFormatError, now_iso, open_run, runs_root, write_bytes_atomic
 from core.ship import ship
 
 # The losses of the user's first study (robust-loss VAEs on CIFAR-10).
@@ -177,6 +177,20 @@ def plan_runs(args: argparse.Namespace, study: str) -> list[RunSpec]:
                              f"s{seed}"]
                     specs.append(RunSpec("-".join(parts), config))
     return specs
+
+
+def _family_sections(runs: list, folder: Path, log) -> None:
+    """Each family's own section of the report (Family.study_section), appended to report.md."""
+    from core.families import family_of
+
+    by_family: dict[str, list] = {}
+    for run in runs:
+        by_family.setdefault(family_of(run.config).name, []).append(run)
+    sections = [s for name, group in by_family.items() if (s := family_of(group[0].config).study_section(group, log))]
+    if sections:
+        report = folder / "report.md"
+        text = report.read_text(encoding="utf-8") if report.is_file() else ""
+        write_bytes_atomic(report, (text.rstrip() + "\n\n" + "\n\n".join(sections) + "\n").encode("utf-8"))
 
 
 def _normalized(spec: RunSpec) -> dict:
@@ -371,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if not args.no_report:
         write_study(study, runs, folder, meta)
+        _family_sections(runs, folder, log)
         log(f"wrote {folder / 'report.md'} and {folder / 'results.csv'}")
     if args.ship_to is not None:
         shipped = ship(runs, folder if not args.no_report else None, args.ship_to, embeddings=args.ship_embeddings)

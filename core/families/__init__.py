@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from core.families.base import Batch, Family, Objective, Representation, Term, load_weights, weights_of
+from core.families.class_ae import ClassPenaltyAE
 from core.families.vae import VAE
 from core.families.vqvae import VQVAE
 
@@ -26,7 +27,7 @@ def register(family: Family) -> Family:
     return family
 
 
-for _family in (VAE(), VQVAE()):
+for _family in (VAE(), VQVAE(), ClassPenaltyAE()):
     register(_family)
 
 

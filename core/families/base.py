@@ -217,6 +217,12 @@ class Family:
             alpha, scale = alpha.reshape(shape), scale.reshape(shape)
         return {"alpha": alpha, "scale": scale}
 
+    # -- studies --------------------------------------------------------------------------------------------
+    def study_section(self, runs: list, log: Callable[[str], None]) -> str | None:
+        """A study's extra report section for this family's finished runs (Markdown), computing and caching
+        what it needs with the runs (e.g. the class penalty's λ chosen on validation); None for none."""
+        return None
+
     # -- helpers ---------------------------------------------------------------------------------------------
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -231,16 +237,17 @@ class Family:
 def weights_of(objective: nn.Module) -> dict[str, torch.Tensor]:
     """What model.safetensors holds: the network's state (`objective.model`) under its own names, and
     every other part's (the loss's α and c) under `<part>.` (`loss.alpha_latent`)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in objective.state_dict().items():
-        out[key[len("model."):] if key.startswith("model.") else key] = value
-    return out
+    return {_stored_name(key): value for key, value in objective.state_dict().items()}
+
+
+def _stored_name(key: str) -> str:
+    return key[len("model."):] if key.startswith("model.") else key
 
 
 def load_weights(objective: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load `weights_of`-style tensors into an objective; RuntimeError when they do not fit it exactly."""
-    parts = {name for name, _ in objective.named_children() if name != "model"}
-    state = {(key if key.split(".", 1)[0] in parts else f"model.{key}"): value for key, value in tensors.items()}
+    actual = {_stored_name(key): key for key in objective.state_dict()}
+    state = {actual.get(key, f"model.{key}"): value for key, value in tensors.items()}
     objective.load_state_dict(state)
 
 
