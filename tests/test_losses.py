@@ -11,7 +11,7 @@ import torch
 from scipy import integrate, stats
 
 from core.losses import LOSSES, AdaptiveLoss, log_partition, make_loss, nll, psi, rho, sample, weight
-from core.losses.partition import TABLE_PATH, _load_table, compute_partition_table
+from core.losses.partition import TABLE_PATH, compute_partition_table, load_partition_table
 
 mpmath.mp.dps = 40
 INF = math.inf
@@ -290,7 +290,7 @@ def test_registry_builds_every_loss_by_name():
 
 @pytest.mark.slow
 def test_shipped_partition_table_matches_a_fresh_computation():
-    shipped = _load_table(TABLE_PATH)
+    shipped = load_partition_table(TABLE_PATH)
     assert shipped is not None, "core/losses/log_partition_table.safetensors is missing or stale"
     fresh = compute_partition_table()
     for key in fresh:
