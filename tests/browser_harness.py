@@ -12,10 +12,14 @@ pytest's default import mode), or once for the suite from tests/conftest.py. Fix
 
 - `wait_for_app`: `wait_until_idle(page, timeout_ms=60_000)`, which returns once Streamlit has finished
   the current rerun.
+- `component_frame`: `find_component_frame(page, name, ready=None)`, the frame of a custom component.
+- `slider_drag`: `drag_slider(page, frame, slider, start, stop, ...)`, a mouse drag of a range input in
+  a frame that watches a canvas's pixels every animation frame (see `drag_slider`).
 
-Plain helpers: `free_port`, `serve_app` (a context manager doing what the server fixtures do), and
-`wait_until_idle`. Test modules should take them through the fixtures rather than import this module,
-so that pytest can still rewrite its asserts when it loads it as a plugin.
+Plain helpers: `free_port`, `serve_app` (a context manager doing what the server fixtures do),
+`wait_until_idle`, `find_component_frame` and `drag_slider`. Test modules should take them through the
+fixtures rather than import this module, so that pytest can still rewrite its asserts when it loads it
+as a plugin (benchmarks may import it).
 """
 
 from __future__ import annotations
@@ -140,6 +144,100 @@ def wait_until_idle(page: Any, timeout_ms: float = 60_000, quiet_ms: float = 1_5
         if now > deadline:
             raise TimeoutError(f"the app was still running after {timeout_ms / 1000:.0f} s")
         time.sleep(0.1)
+
+
+def find_component_frame(page: Any, name: str, ready: str | None = None, timeout_ms: float = 60_000) -> Any:
+    """The Playwright frame of the custom component declared as `name` (its iframe's title), once the
+    selector `ready` (if given) is on it."""
+    page.locator(f'iframe[title="{name}"]').first.wait_for(timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            if f"/component/{name}/" in frame.url:
+                if ready:
+                    frame.wait_for_selector(ready, timeout=timeout_ms)
+                return frame
+        time.sleep(0.05)
+    raise TimeoutError(f"no frame of the component {name!r} on the page")
+
+
+# Watches a canvas from outside the app's code: after each animation frame's callbacks have run (a
+# task queued from an animation-frame callback runs after all of them, so after the app has drawn),
+# it hashes the canvas's pixels and records the time of every change with the canvas's aria-label
+# then; it also records the times of pointer moves and input events. Times are the frame's
+# performance.now(), in ms.
+WATCH_CANVAS_JS = """
+(selector) => {
+  const canvas = document.querySelector(selector);
+  const context = canvas.getContext('2d');
+  const log = {moves: [], inputs: [], frames: [], labels: [], animationFrames: 0, stop: false};
+  const hash = () => {
+    const pixels = new Uint32Array(context.getImageData(0, 0, canvas.width, canvas.height).data.buffer);
+    let h = 0;
+    for (let i = 0; i < pixels.length; i++) h = (Math.imul(h, 31) + pixels[i]) | 0;
+    return h;
+  };
+  let last = hash();
+  document.addEventListener('pointermove', () => log.moves.push(performance.now()), true);
+  document.addEventListener('input', () => log.inputs.push(performance.now()), true);
+  const check = () => {
+    const h = hash();
+    if (h !== last) {
+      last = h;
+      log.frames.push(performance.now());
+      log.labels.push(canvas.getAttribute('aria-label'));
+    }
+  };
+  const tick = () => {
+    log.animationFrames += 1;
+    setTimeout(check, 0);
+    if (!log.stop) requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+  window.__canvasWatch = log;
+}
+"""
+
+
+def drag_slider(
+    page: Any, frame: Any, slider: str, start: float, stop: float, *, watch: str, moves: int = 30,
+    seconds: float = 1.0, settle_s: float = 0.4, thumb_px: float = 16.0,
+) -> dict[str, Any]:
+    """Drag the range input `slider` (a selector in `frame`) with the mouse, from fraction `start` of its
+    track to `stop`, through `moves` positions evenly spread over `seconds`, while watching the canvas
+    `watch` (WATCH_CANVAS_JS). Holds the button `settle_s` after the last move, then releases it.
+    Returns the watch log: pointer-move, input and pixel-change times (ms) and the canvas's labels."""
+    frame.evaluate(WATCH_CANVAS_JS, watch)
+    box = frame.locator(slider).bounding_box()
+    y = box["y"] + box["height"] / 2
+
+    def at(fraction: float) -> float:  # the thumb's centre at this fraction of the track
+        return box["x"] + thumb_px / 2 + fraction * (box["width"] - thumb_px)
+
+    page.mouse.move(at(start), y)
+    page.mouse.down()
+    began = time.perf_counter()
+    for i in range(1, moves + 1):
+        page.mouse.move(at(start + (stop - start) * i / moves), y)
+        pause = began + seconds * i / moves - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    time.sleep(settle_s)
+    log = frame.evaluate("() => { window.__canvasWatch.stop = true; return window.__canvasWatch; }")
+    page.mouse.up()
+    return log
+
+
+@pytest.fixture
+def component_frame() -> Callable[..., Any]:
+    """`find_component_frame`, as a fixture."""
+    return find_component_frame
+
+
+@pytest.fixture
+def slider_drag() -> Callable[..., dict[str, Any]]:
+    """`drag_slider`, as a fixture."""
+    return drag_slider
 
 
 @pytest.fixture
