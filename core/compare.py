@@ -1,12 +1,13 @@
 """The comparison of runs behind the Compare page and the study report, free of Streamlit and plotly.
 
 Data: `list_studies()` groups runs by their config's "study"; `results_table(runs)` gives one row per run
-(model, loss, latent size, seed, probe accuracy and cross-entropy, validation numbers, timings);
-`aggregate(rows, metric)` folds seeds into mean ± standard deviation; `sweep(rows, metric)` the metric
-against latent size per model and loss. What the models draw, each through its family: `reconstructions`
-(the same validation images decoded under each run), `prior_samples` (each run's prior, where it has
-one), `adaptive_maps` (the learned per-pixel α and c); `load_objectives(runs)` loads the trained models
-once for those.
+(family, model, loss, latent size, seed, the representation probed, probe accuracy and cross-entropy,
+validation numbers and the family's own metrics, timings), `columns(rows)` the table's columns;
+`aggregate(rows, metric)` folds training seeds into mean ± standard deviation per family, loss and latent
+size; `sweep(rows, metric)` the metric against latent size per loss and family. What the models draw,
+each through its family (a view a family cannot offer is left out): `reconstructions` (the same
+validation images decoded under each run), `prior_samples` (each run's prior, where it has one),
+`adaptive_maps` (the learned per-pixel α and c); `load_objectives(runs)` loads the trained models once.
 
 Damaged runs: one bad run must not take a page down. `list_studies(checks=...)` records each study's
 damaged runs in `StudyInfo.problems` (what is wrong: `core.run_check.run_problem`); `usable_runs` splits
@@ -15,8 +16,7 @@ the run folders whose config cannot be read (they name no study); `embedding_run
 page its runs. `newest_first(infos)` orders runs for a default choice with runs dated in the future (a
 wrong clock, a crafted config) after every other.
 
-Figures, as files a report can embed and a page can offer for download: `bar_chart_svg`,
-`line_chart_svg` (plain SVG text) and `image_grid_png`, `heatmap_png` (PNG bytes, drawn with Pillow).
+Charts are drawn by core.charts (plotly) and image grids by core.image_grid, for pages and reports alike.
 """
 
 from __future__ import annotations
@@ -24,17 +24,16 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from core.families import family_of, load_objective
+from core.families import FAMILIES, family_of, load_objective
 from core.families.recon import loss_label
 from core.latent_view import rows_at, validation_images
 from core.losses import LOSSES
@@ -50,21 +49,17 @@ __all__ = [
     "StudyInfo",
     "adaptive_maps",
     "aggregate",
-    "bar_chart_svg",
-    "colourise",
     "columns",
     "embedding_runs",
     "fingerprint",
-    "heatmap_png",
-    "image_grid_png",
-    "line_chart_svg",
     "list_studies",
+    "listing_stamp",
     "load_objectives",
-    "loss_colour",
     "newest_first",
     "pick_validation_images",
     "prior_samples",
     "reconstructions",
+    "representation_title",
     "results_row",
     "results_table",
     "study_dir",
@@ -74,12 +69,12 @@ __all__ = [
     "usable_runs",
 ]
 
-# What a table row holds, in column order (CSV and page).
+# What a table row holds, in column order (CSV and page); a family's own metrics follow (`columns`).
 COLUMNS = (
-    "model", "loss_label", "latent_dim", "seed", "mlp_acc", "mlp_acc_std", "mlp_ce", "mlp_ce_std", "linear_acc",
-    "linear_ce", "knn_acc", "knn_ce", "knn_k", "val_recon", "val_kl", "active_units", "alpha_mean",
-    "scale_mean", "train_s", "probe_s", "epochs", "limit_train", "probe_train", "probe_test", "probe_features",
-    "state", "family", "loss", "loss_alpha", "dataset", "study", "run_id",
+    "model", "loss_label", "latent_dim", "seed", "probed", "mlp_features", "mlp_acc", "mlp_acc_std", "mlp_ce",
+    "mlp_ce_std", "linear_acc", "linear_ce", "knn_acc", "knn_ce", "knn_k", "val_recon", "val_kl", "active_units",
+    "alpha_mean", "scale_mean", "train_s", "probe_s", "epochs", "limit_train", "probe_train", "probe_test",
+    "probe_features", "state", "family", "loss", "loss_alpha", "dataset", "study", "run_id",
 )
 # Metrics a chart can show: key -> (title, higher is better).
 METRICS = {
@@ -95,17 +90,7 @@ METRICS = {
     "val_commit": ("validation commitment (VQ-VAE)", False),
     "codes_used": ("codes used in the last epoch (VQ-VAE)", True),
 }
-# One colour per loss, the same in every chart (colour-blind-safe Tableau 10).
-_COLOURS = {
-    "mse": "#4e79a7", "cauchy": "#59a14f", "geman_mcclure": "#e15759", "welsch": "#b07aa1",
-    "smooth_l1": "#f28e2b", "general": "#edc948", "adaptive": "#76b7b2", "charbonnier": "#ff9da7",
-    "l1": "#9c755f", "students_t": "#bab0ac",
-}
 STUDIES_DIR = "studies"  # <root>/studies/<name>/: a study's report, table and figures
-
-
-def loss_colour(loss: str) -> str:
-    return _COLOURS.get(loss, "#79706e")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -178,11 +163,7 @@ def _number(value: Any) -> float | None:
 
 def _run_order(config: dict) -> tuple:
     # Every key a number, whatever a damaged config holds: a sort must never compare a str with an int.
-    from core.families import FAMILIES
-
-    families = list(FAMILIES)
-    family = config.get("family", "vae")
-    family_rank = families.index(family) if isinstance(family, str) and family in families else len(families)
+    family_rank = _family_order(config.get("family", "vae"))
     loss = config.get("loss", "")
     rank = _LOSS_ORDER.index(loss) if isinstance(loss, str) and loss in _LOSS_ORDER else len(_LOSS_ORDER)
     return (family_rank, rank, _number(config.get("loss_alpha")) or 0.0, _number(config.get("latent_dim")) or 0.0,
@@ -249,6 +230,30 @@ def _last_epoch(run: Run) -> dict:
     return epochs[-1] if epochs else {}
 
 
+def listing_stamp(roots: Iterable[str | Path] | None = None) -> tuple:
+    """What a cached list of runs depends on: every run folder under the roots with the change times of
+    its config, status and embeddings (stat calls only; a cache keyed by it refreshes when a run is
+    added, removed, moves on or finishes)."""
+    roots = [runs_root(), checkpoints_root()] if roots is None else [Path(r) for r in roots]
+    out = []
+    for root in roots:
+        try:
+            children = sorted(Path(root).expanduser().iterdir())
+        except OSError:
+            continue
+        for child in children:
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            stamps = []
+            for name in (Run.CONFIG, Run.STATUS, Run.EMBEDDINGS, Run.PROBES, Run.MODEL):
+                try:
+                    stamps.append((child / name).stat().st_mtime_ns)
+                except OSError:
+                    stamps.append(0)
+            out.append((str(child), *stamps))
+    return tuple(out)
+
+
 def fingerprint(paths: Iterable[str | Path]) -> tuple:
     """What a cached view of these runs depends on: each run's path and the change times of its status,
     probes, weights and embeddings (a cache keyed by it refreshes when a run moves on)."""
@@ -268,6 +273,16 @@ def fingerprint(paths: Iterable[str | Path]) -> tuple:
 EPOCH_EXTRAS = ("active_units", "alpha_mean", "scale_mean", "codes_used", "perplexity_epoch")
 
 
+def representation_title(config: dict, key: str) -> str:
+    """What a representation of a run's family is called in tables ("μ", "z_e (before quantisation)")."""
+    family = family_of(config)
+    return next((r.title for r in family.representations if r.key == key), key)
+
+
+# How probes.json names what the MLP probe was fed (core.probes), as tables write it.
+_MLP_FEATURES = {"z = mu + sigma * eps": "z = μ + σε (a sample)", "z": "z"}
+
+
 def results_row(run: Run) -> dict:
     """One row of the comparison table for a run (None where a number is not there yet)."""
     cfg, status = run.config, run.status()
@@ -277,16 +292,21 @@ def results_row(run: Run) -> dict:
     numbers = summary(probes)
     settings = (probes or {}).get("settings") or {}
     split = (probes or {}).get("split") or {}
+    mlp = ((probes or {}).get("probes") or {}).get("mlp") or {}
     probe_s = None
     if probes:
         probe_s = round((_number(probes.get("seconds")) or 0.0) + (_number(probes.get("encode_seconds")) or 0.0), 1)
+    features = str(settings.get("features", "z")) if probes else None
     row = {
         "run_id": run.run_id, "study": cfg.get("study"), "dataset": cfg.get("dataset"), "family": family.name,
-        "model": family.describe(cfg), "loss": cfg.get("loss"), "loss_alpha": cfg.get("loss_alpha"),
-        "loss_label": loss_label(cfg), "latent_dim": family.latent_size(cfg), "seed": cfg.get("seed"),
-        "epochs": cfg.get("epochs"), "limit_train": cfg.get("limit_train"), "state": status.get("state"),
-        **numbers,
-        "probe_features": settings.get("features", "z") if probes else None,
+        "family_title": family.title, "model": family.describe(cfg), "loss": cfg.get("loss"),
+        "loss_alpha": cfg.get("loss_alpha"), "loss_label": loss_label(cfg), "latent_dim": family.latent_size(cfg),
+        "seed": cfg.get("seed"), "epochs": cfg.get("epochs"), "limit_train": cfg.get("limit_train"),
+        "state": status.get("state"), **numbers,
+        "probe_features": features,
+        "probed": representation_title(cfg, features) if features else None,
+        "mlp_features": (_MLP_FEATURES.get(str(mlp.get("features"))) if mlp.get("features") != features else
+                         representation_title(cfg, features)) if mlp else None,
         "train_s": round(elapsed, 1) if (elapsed := _number(last.get("elapsed_s"))) is not None else None,
         "probe_s": probe_s,
         "probe_train": (split.get("train") or {}).get("n"), "probe_test": (split.get("test") or {}).get("n"),
@@ -297,11 +317,15 @@ def results_row(run: Run) -> dict:
     return row
 
 
+# Row keys that are not table columns (what the page and the charts use besides).
+_NOT_COLUMNS = ("probe_seeds", "family_title")
+
+
 def columns(rows: Sequence[dict]) -> list[str]:
     """The table's columns for these rows: COLUMNS, then any family's metrics the rows hold."""
     out = list(COLUMNS)
     for row in rows:
-        out += [k for k in row if k not in out and k != "probe_seeds"]
+        out += [k for k in row if k not in out and k not in _NOT_COLUMNS]
     return out
 
 
@@ -323,40 +347,59 @@ def table_csv(rows: Sequence[dict], names: Sequence[str] | None = None) -> str:
     return out.getvalue()
 
 
-def aggregate(rows: Sequence[dict], metric: str = "mlp_acc", by: Sequence[str] = ("loss_label", "latent_dim")
-              ) -> list[dict]:
-    """Fold rows with the same `by` values: mean of `metric`, its error and what the error is over.
+AGGREGATE_BY = ("family", "loss_label", "latent_dim")
 
-    Several runs (VAE seeds): standard deviation over the runs. One run: the MLP probe's standard
-    deviation over its probe seeds (metric mlp_acc / mlp_ce), else no error. Rows lacking the metric
-    are left out."""
+
+def aggregate(rows: Sequence[dict], metric: str = "mlp_acc", by: Sequence[str] = AGGREGATE_BY) -> list[dict]:
+    """Fold rows with the same `by` values (by default the same family, loss and latent size, i.e. the
+    training seeds of one setting): the mean of `metric`, its error and what the error is over.
+
+    Several runs: standard deviation over them (ddof 1). One run: the MLP probe's standard deviation over
+    its probe seeds (metric mlp_acc / mlp_ce), else no error. Rows lacking the metric are left out. Each
+    item also names the loss, the family's title and the model (its first run's `model`)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        if isinstance(row.get(metric), (int, float)):
+        if _number(row.get(metric)) is not None:
             groups.setdefault(tuple(row.get(k) for k in by), []).append(row)
     out = []
     for key, members in groups.items():
         values = np.array([float(m[metric]) for m in members])
+        first = members[0]
         if len(members) > 1:
-            error, over = float(values.std(ddof=1)), f"{len(members)} VAE seeds"
-        elif isinstance(members[0].get(f"{metric}_std"), (int, float)) and (members[0].get("probe_seeds") or 0) > 1:
-            error, over = float(members[0][f"{metric}_std"]), f"{members[0]['probe_seeds']} probe seeds"
+            error, over = float(values.std(ddof=1)), f"{len(members)} training seeds"
+        elif _number(first.get(f"{metric}_std")) is not None and (first.get("probe_seeds") or 0) > 1:
+            error, over = float(first[f"{metric}_std"]), f"{first['probe_seeds']} probe seeds"
         else:
             error, over = 0.0, "one run"
-        out.append({**dict(zip(by, key, strict=True)), "loss": members[0].get("loss"), "metric": metric,
-                    "mean": float(values.mean()), "error": error, "error_over": over, "n": len(members)})
+        out.append({**dict(zip(by, key, strict=True)), "loss": first.get("loss"), "family": first.get("family"),
+                    "family_title": first.get("family_title") or first.get("family"), "model": first.get("model"),
+                    "metric": metric, "mean": float(values.mean()), "error": error, "error_over": over,
+                    "n": len(members)})
     return out
 
 
 def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
-    """metric against latent size, per loss: {loss_label: {"loss", "dims", "mean", "error"}} (dims sorted)."""
+    """`metric` against latent size, per loss and family: {label: {"loss", "family", "dims", "mean", "error"}},
+    dims ascending; the label is the loss, with the family's title when the rows hold several families."""
+    items = sorted(aggregate(rows, metric), key=lambda r: (_family_order(r["family"]), r["latent_dim"]))
+    several = len({r["family"] for r in items}) > 1
     out: dict[str, dict] = {}
-    for item in sorted(aggregate(rows, metric), key=lambda r: r["latent_dim"]):
-        series = out.setdefault(item["loss_label"], {"loss": item["loss"], "dims": [], "mean": [], "error": []})
+    for item in items:
+        label = f"{item['loss_label']} · {item['family_title']}" if several else item["loss_label"]
+        series = out.setdefault(label, {"loss": item["loss"], "family": item["family"], "dims": [], "mean": [],
+                                        "error": [], "error_over": set()})
         series["dims"].append(item["latent_dim"])
         series["mean"].append(item["mean"])
         series["error"].append(item["error"])
+        series["error_over"].add(item["error_over"])
+    for series in out.values():
+        series["error_over"] = ", ".join(sorted(series["error_over"]))
     return out
+
+
+def _family_order(family: Any) -> int:
+    names = list(FAMILIES)
+    return names.index(family) if family in names else len(names)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -390,7 +433,8 @@ def pick_validation_images(run: Run, n: int = 10, embeddings: dict[str, torch.Te
 
 def _labels(run: Run) -> dict:
     family = family_of(run.config)
-    return {"run_id": run.run_id, "family": family.name, "model": family.describe(run.config),
+    return {"run_id": run.run_id, "family": family.name, "family_title": family.title,
+            "model": family.describe(run.config),
             "loss": run.config["loss"], "loss_label": loss_label(run.config),
             "latent_dim": family.latent_size(run.config)}
 
@@ -398,18 +442,22 @@ def _labels(run: Run) -> dict:
 @torch.no_grad()
 def reconstructions(runs: Sequence[Run], n: int = 10, index: np.ndarray | None = None,
                     objectives: dict[Path, torch.nn.Module] | None = None) -> dict:
-    """The same validation images under each run: {"index", "originals" (n,C,H,W) uint8, or None when
-    neither the runs nor an installed dataset hold them, "runs": [{"run_id", "loss_label", "model",
-    "images" (n,C,H,W) uint8}]}, decoded by each family from the saved embeddings (a VAE's decoder(μ), a
-    VQ-VAE's decoder(z_q)). objectives: from `load_objectives(runs)` (loaded here when not given); runs
-    without one, or whose family has no decoder, are left out."""
+    """The same validation images under each run: {"index", "labels" (their classes), "originals"
+    (n,C,H,W) uint8, or None when neither the runs nor an installed dataset hold them, "runs": [{"run_id",
+    "family", "family_title", "loss_label", "model", "images" (n,C,H,W) uint8}]}, decoded by each family
+    from the saved embeddings (a VAE's decoder(μ), a VQ-VAE's decoder(z_q)). objectives: from
+    `load_objectives(runs)` (loaded here when not given); runs without one, or whose family has no decoder,
+    are left out."""
     runs = [r for r in runs if r.has_embeddings]
     if not runs:
-        return {"index": np.zeros(0, dtype=np.int64), "originals": None, "runs": []}
+        return {"index": np.zeros(0, dtype=np.int64), "labels": np.zeros(0, dtype=np.int64), "originals": None,
+                "runs": []}
     objectives = load_objectives(runs) if objectives is None else objectives
     first = runs[0].embeddings()
     index = pick_validation_images(runs[0], n, first) if index is None else np.asarray(index, dtype=np.int64)
-    out: dict = {"index": index, "originals": None, "runs": []}
+    first_rows = rows_at(first["index"], index)
+    labels = first["labels"][torch.as_tensor(first_rows)].numpy() if first_rows is not None else None
+    out: dict = {"index": index, "labels": labels, "originals": None, "runs": []}
     looked_for_originals = False
     for run in runs:
         emb = first if run is runs[0] else run.embeddings()
@@ -458,189 +506,3 @@ def adaptive_maps(run: Run, objective: torch.nn.Module | None = None) -> dict | 
             "alpha_mean": float(alpha.mean()), "scale_mean": float(scale.mean()),
             "alpha_range": (float(alpha.min()), float(alpha.max())), "scale_range": (float(scale.min()),
                                                                                        float(scale.max()))}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Figures: SVG charts
-
-
-def _nice_max(value: float) -> float:
-    if value <= 0 or not math.isfinite(value):
-        return 1.0
-    step = 10 ** math.floor(math.log10(value))
-    for mult in (1, 2, 2.5, 5, 10):
-        if value <= mult * step:
-            return mult * step
-    return 10 * step
-
-
-def _svg(width: int, height: int, body: list[str]) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">\n'
-            f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n")
-
-
-def _frame(width: int, left: int, right: int, top: int, plot_h: float, top_value: float, title: str,
-           ylabel: str) -> tuple[Callable[[float], float], list[str]]:
-    """What both charts start with: the title, a y axis from 0 to top_value (six gridlines with their
-    values) and the y label. Returns the value → SVG y map and those elements."""
-
-    def y(v: float) -> float:
-        return top + plot_h * (1 - v / top_value)
-
-    body = [f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>']
-    for i in range(6):
-        v = top_value * i / 5
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e7eb"/>')
-        body.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    body.append(f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
-                f'{escape(ylabel)}</text>')
-    return y, body
-
-
-def bar_chart_svg(labels: Sequence[str], values: Sequence[float], errors: Sequence[float] | None = None,
-                  colours: Sequence[str] | None = None, *, title: str = "", ylabel: str = "",
-                  ymax: float | None = None) -> str:
-    """A vertical bar chart with optional error bars (±error) and the value above each bar, as SVG."""
-    n = len(labels)
-    errors = list(errors) if errors is not None else [0.0] * n
-    colours = list(colours) if colours is not None else ["#4e79a7"] * n
-    width, height, left, right, top, bottom = max(320, 90 * n + 90), 340, 60, 20, 40, 80
-    top_value = ymax or _nice_max(max([v + e for v, e in zip(values, errors, strict=True)] + [0.0]))
-    plot_w, plot_h = width - left - right, height - top - bottom
-    y, body = _frame(width, left, right, top, plot_h, top_value, title, ylabel)
-    slot = plot_w / max(1, n)
-    for i, (label, value, err, colour) in enumerate(zip(labels, values, errors, colours, strict=True)):
-        x0 = left + i * slot + slot * 0.15
-        bar_w = slot * 0.7
-        body.append(f'<rect x="{x0:.1f}" y="{y(value):.1f}" width="{bar_w:.1f}" height="{y(0) - y(value):.1f}" '
-                    f'fill="{colour}"><title>{escape(label)}: {value:.4g} ± {err:.2g}</title></rect>')
-        cx = x0 + bar_w / 2
-        if err > 0:
-            body.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(value + err):.1f}" y2="{y(max(0, value - err)):.1f}"'
-                        f' stroke="#111827" stroke-width="1.5"/>')
-            for yy in (value + err, max(0, value - err)):
-                body.append(f'<line x1="{cx - 5:.1f}" x2="{cx + 5:.1f}" y1="{y(yy):.1f}" y2="{y(yy):.1f}" '
-                            f'stroke="#111827" stroke-width="1.5"/>')
-        body.append(f'<text x="{cx:.1f}" y="{y(value + err) - 5:.1f}" text-anchor="middle">{value:.3f}</text>')
-        body.append(f'<text transform="translate({cx:.1f} {height - bottom + 14}) rotate(25)" '
-                    f'text-anchor="start">{escape(label)}</text>')
-    body.append(f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#111827"/>')
-    return _svg(width, height, body)
-
-
-def line_chart_svg(series: dict[str, dict], *, title: str = "", xlabel: str = "", ylabel: str = "") -> str:
-    """Lines with error bars over a log₂ x axis (latent sizes): series = sweep(...) output."""
-    width, height, left, right, top, bottom = 640, 360, 60, 170, 40, 50
-    xs = sorted({x for s in series.values() for x in s["dims"]})
-    highs = [m + e for s in series.values() for m, e in zip(s["mean"], s["error"], strict=True)]
-    top_value = _nice_max(max([*highs, 0.0]))
-    plot_w, plot_h = width - left - right, height - top - bottom
-    lx = [math.log2(x) for x in xs] or [0.0]
-    span = (max(lx) - min(lx)) or 1.0
-
-    def px(x: float) -> float:
-        return left + plot_w * ((math.log2(x) - min(lx)) / span if len(xs) > 1 else 0.5)
-
-    py, body = _frame(width, left, right, top, plot_h, top_value, title, ylabel)
-    for x in xs:
-        body.append(f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x}</text>')
-    body.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">{escape(xlabel)}</text>')
-    for i, (label, s) in enumerate(series.items()):
-        colour = loss_colour(s.get("loss", ""))
-        points = " ".join(f"{px(x):.1f},{py(m):.1f}" for x, m in zip(s["dims"], s["mean"], strict=True))
-        body.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for x, m, e in zip(s["dims"], s["mean"], s["error"], strict=True):
-            body.append(f'<circle cx="{px(x):.1f}" cy="{py(m):.1f}" r="3.5" fill="{colour}"/>')
-            if e > 0:
-                body.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{py(m + e):.1f}" y2="{py(m - e):.1f}" '
-                            f'stroke="{colour}"/>')
-        ly = top + 16 * i + 6
-        body.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
-                    f'stroke="{colour}" stroke-width="3"/>')
-        body.append(f'<text x="{left + plot_w + 36}" y="{ly + 4}">{escape(label)}</text>')
-    return _svg(width, height, body)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Figures: PNG images
-
-
-def _rgb(images: np.ndarray) -> np.ndarray:
-    """(n, C, H, W) uint8 with C = 1 or 3 -> (n, H, W, 3)."""
-    images = np.asarray(images)
-    if images.shape[1] == 1:
-        images = np.repeat(images, 3, axis=1)
-    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
-
-
-def _ascii(text: str) -> str:
-    """Pillow's built-in font has no Greek: spell α, ν, μ, σ, ε out in PNG labels."""
-    for greek, name in (("α", "alpha"), ("ν", "nu"), ("μ", "mu"), ("σ", "sigma"), ("ε", "eps")):
-        text = text.replace(greek, name)
-    return text
-
-
-def image_grid_png(rows: Sequence[tuple[str, np.ndarray | None]], *, zoom: int = 3, pad: int = 2,
-                   label_width: int = 150) -> bytes:
-    """A labelled grid: one row of images per (label, (n, C, H, W) uint8). PNG bytes. Rows without images
-    (None or empty: originals a run does not carry, with no dataset installed) are left out."""
-    from PIL import Image, ImageDraw
-
-    rows = [(label, _rgb(images)) for label, images in rows if images is not None and len(images)]
-    if not rows:
-        raise ValueError("image_grid_png needs at least one non-empty row of images")
-    cols = max(len(images) for _, images in rows)
-    h, w = rows[0][1].shape[1:3]
-    cell_h, cell_w = h * zoom + pad, w * zoom + pad
-    canvas = Image.new("RGB", (label_width + cols * cell_w + pad, len(rows) * cell_h + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    for r, (label, images) in enumerate(rows):
-        y0 = pad + r * cell_h
-        draw.text((6, y0 + cell_h // 2 - 6), _ascii(label), fill=(17, 24, 39))
-        for c, image in enumerate(images):
-            tile = Image.fromarray(image).resize((w * zoom, h * zoom), Image.NEAREST)
-            canvas.paste(tile, (label_width + pad + c * cell_w, y0))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
-
-
-# Viridis at 9 points (its published anchor colours); values in between are interpolated linearly.
-_VIRIDIS = np.array([
-    [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141], [39, 173, 129],
-    [92, 200, 99], [170, 220, 50], [253, 231, 37]], dtype=np.float64)
-
-
-def colourise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(H, W) floats -> (H, W, 3) uint8 viridis colours, lo dark, hi bright."""
-    t = np.clip((np.asarray(values, dtype=np.float64) - lo) / ((hi - lo) or 1.0), 0, 1) * (len(_VIRIDIS) - 1)
-    i = np.minimum(np.floor(t).astype(int), len(_VIRIDIS) - 2)
-    f = (t - i)[..., None]
-    return np.round(_VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f).astype(np.uint8)
-
-
-def heatmap_png(panels: Sequence[tuple[str, np.ndarray, float, float]], *, zoom: int = 8) -> bytes:
-    """Side-by-side heatmaps, one per (title, (H, W) values, lo, hi), each with its colour range written
-    under it. PNG bytes."""
-    from PIL import Image, ImageDraw
-
-    if not panels:
-        raise ValueError("heatmap_png needs at least one panel")
-    h, w = np.asarray(panels[0][1]).shape
-    zoom = max(zoom, math.ceil(140 / w))  # room for the range labels under small images
-    cell_w, cell_h = w * zoom + 20, h * zoom + 50
-    canvas = Image.new("RGB", (cell_w * len(panels), cell_h), "white")
-    draw = ImageDraw.Draw(canvas)
-    for k, (title, values, lo, hi) in enumerate(panels):
-        x0 = k * cell_w + 10
-        draw.text((x0, 4), _ascii(title), fill=(17, 24, 39))
-        tile = Image.fromarray(colourise(values, lo, hi)).resize((w * zoom, h * zoom), Image.NEAREST)
-        canvas.paste(tile, (x0, 20))
-        bar = colourise(np.linspace(lo, hi, w * zoom)[None, :].repeat(6, axis=0), lo, hi)
-        canvas.paste(Image.fromarray(bar), (x0, 24 + h * zoom))
-        draw.text((x0, 32 + h * zoom), f"{lo:.4g}", fill=(17, 24, 39))
-        draw.text((x0 + w * zoom - 44, 32 + h * zoom), f"{hi:.4g}", fill=(17, 24, 39))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()

@@ -29,15 +29,14 @@ What a run shows as (`job_state`), from those files:
 Stop sends SIGTERM to the trainer (it finishes its step, checkpoints and marks the run stopped), after
 checking that the pid is a `core.train` process on this host (so a reused pid is never signalled).
 
-Progress: `progress(run)` summarises status.json and the last history records (fraction done, ETA
-counted down from the last status write, losses); `curves(run)` gives the series to plot.
+What a run's progress, curves and row in the run list look like is `core.progress` (`progress`,
+`Progress`, `curves`, `run_table`, `format_eta`, `format_age`; still reachable here by those names).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shlex
 import signal
@@ -46,13 +45,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.families import family_of
-from core.families.recon import loss_label
 from core.runs import (
     Run,
     RunFormatError,
@@ -73,20 +68,15 @@ __all__ = [
     "LOG_NAME",
     "RESUMABLE_STATES",
     "JobError",
-    "Progress",
     "active_runs",
     "cuda_available",
-    "curves",
     "delete",
-    "format_age",
-    "format_eta",
     "job_state",
+    "launch_error",
     "launch_info",
     "log_tail",
-    "progress",
     "reap",
     "resume",
-    "run_table",
     "start",
     "stop",
     "train_command",
@@ -224,6 +214,16 @@ def trainer_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _launch_what(run: Run, status: dict) -> str:
+    """What a launch does, for train.log's line: "new run" or "resume in epoch e after step k of N"."""
+    if not run.has_checkpoint:
+        return "new run, from epoch 1"
+    epoch, step, spe = (int(status.get(k) or 0) for k in ("epoch", "epoch_step", "steps_per_epoch"))
+    if step and spe and step < spe:
+        return f"resume in epoch {epoch + 1} after step {step} of {spe}"
+    return f"resume after epoch {epoch}"
+
+
 def _launch(run: Run, *, threads: int | None, extra_args: Sequence[str]) -> int:
     """Start the trainer for `run` in its own session; record launch.json; return its pid."""
     command = train_command(run.path, threads=threads, extra_args=[*_env_args(), *extra_args])
@@ -231,7 +231,7 @@ def _launch(run: Run, *, threads: int | None, extra_args: Sequence[str]) -> int:
     env = trainer_env(PYTHONUNBUFFERED="1")
     log_path = run.path / LOG_NAME
     with open(log_path, "ab") as log:
-        log.write(f"--- {now_iso()} {' '.join(command)}\n".encode())
+        log.write(f"--- {now_iso()} {_launch_what(run, status_before)}: {shlex.join(command)}\n".encode())
         log.flush()
         try:
             child = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -377,7 +377,7 @@ def job_state(run: Run, status: dict | None = None, launch: dict | None = None) 
         if _launched_alive(run, launch):
             return "starting"
         if state in ("created", "stopped", "interrupted"):
-            return "launch failed" if _log_error(run) else state
+            return "launch failed" if launch_error(run) else state
     if state == "running":
         # launch.json describes this process only if its pid is the one training (a later command-line
         # resume leaves an older launch.json behind).
@@ -387,7 +387,7 @@ def job_state(run: Run, status: dict | None = None, launch: dict | None = None) 
     return state
 
 
-def _log_error(run: Run) -> str:
+def launch_error(run: Run) -> str:
     """The trainer's last error line in train.log after the last launch ("core.train: ..."), or ""."""
     text = log_tail(run, 60)
     last_launch = text.rfind("\n--- ")
@@ -407,161 +407,6 @@ def log_tail(run: Run, lines: int = 20) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class Progress:
-    """A run's progress for display. fraction: optimiser steps done / all steps (0..1)."""
-
-    run_id: str
-    state: str
-    phase: str  # "training", "validating", "writing embeddings", "done", or "" before the trainer starts
-    phase_fraction: float | None  # how far the phase is, for validating and writing embeddings
-    epoch: int  # completed epochs
-    epochs: int
-    step: int
-    total_steps: int | None
-    fraction: float
-    eta_s: float | None  # seconds left, counted down since status.json was written; None when unknown
-    images_per_s: float | None
-    message: str
-    warning: str | None  # the family's health warning (a collapsed posterior or codebook)
-    device: str | None
-    loss: float | None  # last logged training loss per image
-    terms: dict[str, float | None]  # last logged training terms (recon, kl, ...)
-    val_loss: float | None  # last epoch's validation loss
-    last_epoch: dict  # the last epoch record: validation metrics, learned α/c, codes used, ...
-
-    @property
-    def epoch_label(self) -> str:
-        """"epoch k/N", with k the epoch under way while running."""
-        current = self.epoch + 1 if self.state in ("running", "stopping") and self.epoch < self.epochs else self.epoch
-        return f"epoch {current}/{self.epochs}"
-
-
-def _age_s(iso: str | None, now: float | None = None) -> float | None:
-    if not iso:
-        return None
-    try:
-        stamp = datetime.fromisoformat(str(iso))
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return max(0.0, (now if now is not None else time.time()) - stamp.timestamp())
-
-
-def progress(run: Run, status: dict | None = None, *, now: float | None = None) -> Progress:
-    """Summarise status.json and the last history records of `run`."""
-    status = run.status() if status is None else status
-    state = job_state(run, status)
-    epochs = int(status.get("epochs") or run.config.get("epochs") or 0)
-    step = int(status.get("step") or 0)
-    spe = status.get("steps_per_epoch")
-    total = status.get("total_steps") or (int(spe) * epochs if spe else None)
-    fraction = min(1.0, step / total) if total else 0.0
-    if state == "finished":
-        fraction = 1.0
-    eta = status.get("eta_s")
-    if eta is not None and state in ("running", "stopping"):
-        since = _age_s(status.get("updated"), now)
-        eta = max(0.0, float(eta) - (since or 0.0))
-    elif state != "finished":
-        eta = None
-    records = run.history()
-    steps = [r for r in records if r["kind"] == "step"]
-    epochs_done = [r for r in records if r["kind"] == "epoch"]
-    last_step = steps[-1] if steps else {}
-    last_epoch = epochs_done[-1] if epochs_done else {}
-    message = str(status.get("message") or "")
-    if state == "launch failed":
-        message = _log_error(run)
-    elif state == "starting":
-        message = "starting the trainer (loading PyTorch and the data)…"
-    from core.families import family_of
-
-    names = [t.name for t in family_of(run.config).active_terms(run.config)]
-    source = last_step or last_epoch
-    done, total_phase = status.get("phase_done"), status.get("phase_total")
-    phase_fraction = (min(1.0, done / total_phase) if isinstance(done, int) and isinstance(total_phase, int)
-                      and total_phase > 0 else None)
-    return Progress(
-        run_id=run.run_id, state=state, phase=str(status.get("phase") or ""), phase_fraction=phase_fraction,
-        epoch=int(status.get("epoch") or 0), epochs=epochs, step=step,
-        total_steps=int(total) if total else None, fraction=float(fraction), eta_s=eta,
-        images_per_s=status.get("images_per_s"), message=message, warning=status.get("warning"),
-        device=status.get("device"), loss=source.get("loss"), terms={n: source.get(n) for n in names},
-        val_loss=last_epoch.get("val_loss"), last_epoch=last_epoch,
-    )
-
-
-_BOOKKEEPING = frozenset({"kind", "epoch", "epoch_step", "step", "epoch_float", "time", "elapsed_s", "images_per_s",
-                          "epoch_s"})
-
-
-def curves(run: Run) -> dict[str, dict[str, list]]:
-    """Series to plot, from history.jsonl: {"steps": {"x": fractional epochs, "loss": [...], <term>: [...]},
-    "epochs": {"x": epochs, <every number an epoch record holds>: [...]}} (None where a record lacks it)."""
-    out: dict[str, dict[str, list]] = {}
-    for kind, x_key in (("step", "epoch_float"), ("epoch", "epoch")):
-        rows = run.history(kind)
-        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _BOOKKEEPING]
-        keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)]
-        out[f"{kind}s"] = {"x": [r.get(x_key) for r in rows], **{k: [r.get(k) for r in rows] for k in keys}}
-    return out
-
-
-def format_eta(seconds: float | None) -> str:
-    """"1:05" (m:ss), "2:03:04" past an hour, "—" when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    s = round(float(seconds))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_age(iso: str | None, now: float | None = None) -> str:
-    """How long ago an ISO time was: "just now", "5 min", "3 h", "2 d"."""
-    age = _age_s(iso, now)
-    if age is None:
-        return "?"
-    if age < 60:
-        return "just now"
-    if age < 3600:
-        return f"{int(age // 60)} min"
-    if age < 86400:
-        return f"{int(age // 3600)} h"
-    return f"{int(age // 86400)} d"
-
-
-def run_table(infos: Iterable[RunInfo] | None = None, *, now: float | None = None) -> list[dict]:
-    """One row per run (default: every run under the runs root and checkpoints/), newest first:
-    run, state, dataset, model, loss, latent, epoch, val loss, age, where, path, shipped, error."""
-    reap()
-    rows = []
-    for info in list_runs() if infos is None else infos:
-        row = {"run": info.run_id, "state": info.state, "dataset": info.dataset or "", "model": "", "loss": "",
-               "latent": info.latent_dim, "epoch": "", "val loss": None, "age": format_age(info.created, now),
-               "where": "checkpoints/ (shipped)" if info.shipped else "runs/", "path": str(info.path),
-               "shipped": info.shipped, "error": info.error or ""}
-        if info.error is None:
-            try:
-                run = info.open()
-                status = info.status or run.status()
-                row["latent"] = family_of(run.config).latent_size(run.config)
-                row["state"] = job_state(run, status)
-                family = family_of(run.config)
-                row["model"] = family.describe(run.config)
-                row["loss"] = loss_label(run.config)
-                row["epoch"] = f"{int(status.get('epoch') or 0)}/{status.get('epochs') or run.config.get('epochs')}"
-                epochs = run.history("epoch")
-                if epochs and epochs[-1].get("val_loss") is not None:
-                    row["val loss"] = round(float(epochs[-1]["val_loss"]), 4)
-            except (RunFormatError, OSError, ValueError, TypeError) as exc:
-                row["state"], row["error"] = "broken", str(exc)
-        rows.append(row)
-    return rows
 
 
 def active_runs(root: str | Path | None = None) -> list[Run]:
@@ -591,3 +436,15 @@ def wait_for(run: Run, states: Iterable[str], timeout_s: float, poll_s: float = 
             raise TimeoutError(f"run {run.run_id} is {state!r}, not {sorted(wanted)}, after {timeout_s:.0f} s; "
                                f"train.log ends:\n{log_tail(run)}")
         time.sleep(poll_s)
+
+
+# Moved to core.progress (what a run shows as); kept reachable here for older callers.
+_MOVED = ("Progress", "progress", "curves", "run_table", "format_eta", "format_age", "loss_label")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from core import progress as _progress
+
+        return getattr(_progress, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,15 +3,15 @@
     find_rows(index, labels, index_value=None, label=None) -> rows       search by split index / label
     rows_at(index, values) -> rows or None                                the rows holding these split indices
     class_names(config, labels) -> names                                  a name for every label present
-    latent_neighbours(z, row, k) -> (rows, distances)                     exact, Euclidean on z
     validation_images(run, rows, embeddings=None) -> (m, C, H, W) uint8 or None
-    point_detail(run, row, k=8, embeddings=None, objective=None) -> PointDetail
+    point_detail(run, row, k=8, embeddings=None, objective=None, points=None) -> PointDetail
     to_display(images) -> (m, H, W) or (m, H, W, 3) uint8                 what st.image takes
 
 The image comes from the run's embeddings file when it carries one (shipped runs do), else from the
 dataset's validation split when it is installed, else it is None (the reconstruction is still there).
-Neighbours are exact, Euclidean, among the validation representations z (core.neighbourhood.nearest_to);
-the reconstruction is what the run's family decodes from z (a VAE's decoder(μ), a VQ-VAE's decoder(z_q)).
+Neighbours are exact, Euclidean, among the validation representations (z, or the points a layout was made
+from: z_q, a sample; core.neighbourhood.nearest_to); the reconstruction is what the run's family decodes
+from z (a VAE's decoder(μ), a VQ-VAE's decoder(z_q)).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import torch
 
 from core.neighbourhood import nearest_to
 
-__all__ = ["PointDetail", "class_names", "find_rows", "latent_neighbours", "point_detail", "rows_at", "to_display",
-           "validation_images"]
+__all__ = ["PointDetail", "class_names", "find_rows", "point_detail", "rows_at", "to_display", "validation_images"]
 
 
 def find_rows(index: np.ndarray, labels: np.ndarray, index_value: int | None = None,
@@ -57,11 +56,6 @@ def class_names(config: dict, labels: np.ndarray) -> list[str]:
         names = []
     top = int(np.max(labels)) + 1 if np.size(labels) else 0
     return names + [str(i) for i in range(len(names), top)]
-
-
-def latent_neighbours(z: np.ndarray | torch.Tensor, row: int, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """The k rows nearest to row `row` in latent space (Euclidean on z, itself excluded) and their distances."""
-    return nearest_to(z, row, k)
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -111,10 +105,10 @@ class PointDetail:
 
 
 def point_detail(run: Any, row: int, k: int = 8, embeddings: dict[str, torch.Tensor] | None = None,
-                 objective: torch.nn.Module | None = None) -> PointDetail:
+                 objective: torch.nn.Module | None = None, points: np.ndarray | None = None) -> PointDetail:
     """Everything the page shows for one selected point of `run` (a core.runs.Run): its image, what the
     run's family decodes from its stored representation (None for a family without a decoder), and
-    its latent neighbours."""
+    its k nearest neighbours among `points` (the representation the layout was made from; default z)."""
     from core.families import family_of, load_objective
 
     emb = embeddings if embeddings is not None else run.embeddings()
@@ -122,7 +116,7 @@ def point_detail(run: Any, row: int, k: int = 8, embeddings: dict[str, torch.Ten
     n = z.shape[0]
     if not 0 <= row < n:
         raise IndexError(f"row {row} is outside the run's {n} validation points")
-    rows, dist = latent_neighbours(z, row, k)
+    rows, dist = nearest_to(z if points is None else points, row, k)
     objective = objective if objective is not None else load_objective(run)
     decoded = family_of(run.config).decode(objective, z[row])
     images = validation_images(run, np.concatenate([[row], rows]), emb)

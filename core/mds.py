@@ -11,7 +11,7 @@ Metric MDS minimises the raw stress σ(Z) = Σ_{i<j} (d_ij − ‖z_i − z_j‖
 original points. SMACOF (de Leeuw) majorises σ by a quadratic and jumps to its minimum, the Guttman
 transform Z ← (1/n) B(Z) Z with B_ij = −d_ij / ‖z_i − z_j‖ (i ≠ j), B_ii = −Σ_{j≠i} B_ij; each step
 never increases σ. It needs all n² pairs, which is what makes scikit-learn's MDS take minutes at
-5,000 points (shared/notes/facts.md). Here the pairs are restricted to (every point, m landmarks):
+5,000 points (BENCHMARKS.md). Here the pairs are restricted to (every point, m landmarks):
 
 - the landmarks run the exact Guttman transform among themselves;
 - every other point i takes the minimiser of its own majoriser against the landmarks,
@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from core.neighbourhood import _chunk_rows, _dists, _sq_dists, as_tensor
+from core.neighbourhood import as_tensor, chunk_rows, distances, squared_distances
 
 __all__ = [
     "MDS_STARTS",
@@ -120,7 +120,7 @@ def landmark_mds(points: torch.Tensor, dims: int = 3, landmarks: int = 1000, see
     m = min(n, max(dims + 1, landmarks))
     idx = _landmarks(n, m, seed, points.device)
     lm = points[idx]
-    delta = _sq_dists(lm, lm, (lm * lm).sum(1)).double()
+    delta = squared_distances(lm, lm, (lm * lm).sum(1)).double()
     delta.fill_diagonal_(0.0)
     mean_col = delta.mean(0)
     b = -0.5 * (delta - mean_col[None, :] - delta.mean(1, keepdim=True) + delta.mean())
@@ -130,10 +130,10 @@ def landmark_mds(points: torch.Tensor, dims: int = 3, landmarks: int = 1000, see
     pinv[:, keep] = vectors[:, keep] / values[keep].sqrt()
     out = torch.empty(n, dims, dtype=torch.float64, device=points.device)
     lm_sq = (lm * lm).sum(1)
-    chunk = _chunk_rows(m)
+    chunk = chunk_rows(m)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        dx = _sq_dists(points[start:stop], lm, lm_sq).double()
+        dx = squared_distances(points[start:stop], lm, lm_sq).double()
         out[start:stop] = -0.5 * (dx - mean_col[None, :]) @ pinv
     return _sign_fix(out.float())
 
@@ -143,9 +143,9 @@ def _optimal_scale(dl: torch.Tensor, coords: torch.Tensor, lm_idx: torch.Tensor)
     projects, so it shrinks every distance; this undoes most of it before SMACOF starts."""
     zl = coords[lm_idx]
     num = den = 0.0
-    chunk = _chunk_rows(lm_idx.numel())
+    chunk = chunk_rows(lm_idx.numel())
     for start in range(0, coords.shape[0], chunk):
-        delta = _dists(coords[start:start + chunk], zl)
+        delta = distances(coords[start:start + chunk], zl)
         num += float((dl[start:start + chunk] * delta).sum())
         den += float((delta * delta).sum())
     return num / den if den > 0 else 1.0
@@ -168,9 +168,9 @@ def smacof(points: torch.Tensor, start: torch.Tensor, *, landmarks: int = 1000, 
     x_lm = points[lm]
     x_lm_sq = (x_lm * x_lm).sum(1)
     dl = torch.empty(n, m, device=device)
-    chunk = _chunk_rows(m, block_bytes)
+    chunk = chunk_rows(m, block_bytes)
     for s in range(0, n, chunk):
-        dl[s:s + chunk] = _dists(points[s:s + chunk], x_lm, x_lm_sq)
+        dl[s:s + chunk] = distances(points[s:s + chunk], x_lm, x_lm_sq)
     dl[lm, lm_rows] = 0.0
     dl_norm = float((dl * dl).sum())
 
@@ -189,7 +189,7 @@ def smacof(points: torch.Tensor, start: torch.Tensor, *, landmarks: int = 1000, 
         raw = 0.0
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            delta = _dists(z[s:e], zl, zl_sq)
+            delta = distances(z[s:e], zl, zl_sq)
             d = dl[s:e]
             if measure:
                 raw += float(((d - delta) ** 2).sum())
@@ -214,12 +214,12 @@ def normalized_stress(points: np.ndarray | torch.Tensor, coords: np.ndarray | to
     x = as_tensor(points)[keep.to(as_tensor(points).device)]
     z = z[keep].to(x.device)
     n = x.shape[0]
-    chunk = chunk or _chunk_rows(n, 32 * 2**20)
+    chunk = chunk or chunk_rows(n, 32 * 2**20)
     x_sq, z_sq = (x * x).sum(1), (z * z).sum(1)
     num = den = 0.0
     for s in range(0, n, chunk):
-        d = _dists(x[s:s + chunk], x, x_sq)
-        delta = _dists(z[s:s + chunk], z, z_sq)
+        d = distances(x[s:s + chunk], x, x_sq)
+        delta = distances(z[s:s + chunk], z, z_sq)
         num += float(((d - delta) ** 2).sum(dtype=torch.float64))
         den += float((d * d).sum(dtype=torch.float64))
     return (num / den) ** 0.5 if den > 0 else 0.0

@@ -5,6 +5,9 @@
     trustworthiness(high, low, k) -> float in [0, 1]
     knn_label_agreement(points, labels, k) -> float in [0, 1]
 
+Shared with core/mds.py and core/tsne.py: `as_tensor`, `chunk_rows` (rows per chunk of an (n, n)
+computation), `distances` and `squared_distances` (exact pairwise Euclidean distances).
+
 Everything is exact and runs in torch, in row chunks, so memory stays O(chunk · n) and a GPU is used
 when the tensors live on one. Rows holding NaN (points a projection hid) are left out of the
 projection-side measures.
@@ -15,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "knn", "knn_label_agreement", "nearest_to", "trustworthiness"]
+__all__ = ["as_tensor", "chunk_rows", "distances", "knn", "knn_label_agreement", "nearest_to", "squared_distances",
+           "trustworthiness"]
 
 # Rows per chunk for an (n, n) distance computation: about chunk · n · 4 bytes live at once.
-_CHUNK_BYTES = 64 * 2**20
+CHUNK_BYTES = 64 * 2**20
 
 
 def as_tensor(points: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
@@ -33,7 +37,8 @@ def as_tensor(points: np.ndarray | torch.Tensor, device: torch.device | str | No
     return x
 
 
-def _chunk_rows(n: int, budget: int = _CHUNK_BYTES) -> int:
+def chunk_rows(n: int, budget: int = CHUNK_BYTES) -> int:
+    """Rows per chunk so that a (chunk, n) float32 block stays within `budget` bytes (at least 1)."""
     return max(1, min(n, budget // max(1, 4 * n)))
 
 
@@ -42,14 +47,14 @@ def _chunk_rows(n: int, budget: int = _CHUNK_BYTES) -> int:
 _DIRECT_DIMS = 8
 
 
-def _dists(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor | None = None) -> torch.Tensor:
+def distances(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor | None = None) -> torch.Tensor:
     """Euclidean distances (len(a), len(b))."""
     if a.shape[1] <= _DIRECT_DIMS:
         return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
-    return _sq_dists(a, b, b_sq).sqrt_()
+    return squared_distances(a, b, b_sq).sqrt_()
 
 
-def _sq_dists(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor | None = None) -> torch.Tensor:
+def squared_distances(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor | None = None) -> torch.Tensor:
     """Squared Euclidean distances (len(a), len(b)): from coordinate differences in few dimensions, else
     ‖a_i‖² + ‖b_j‖² − 2 a_i·b_j clamped at 0 (rounding can go below; centre the points first)."""
     if a.shape[1] <= _DIRECT_DIMS:
@@ -71,14 +76,14 @@ def knn(points: torch.Tensor, k: int, chunk: int | None = None, rows: torch.Tens
         raise ValueError(f"k must be between 1 and n − 1 = {n - 1}; got {k}")
     query = torch.arange(n, device=points.device) if rows is None else rows.to(points.device)
     q = query.shape[0]
-    chunk = chunk or _chunk_rows(n)
+    chunk = chunk or chunk_rows(n)
     points = points - points.mean(0, keepdim=True)  # smaller norms, less cancellation
     sq = (points * points).sum(1)
     out_d = torch.empty(q, k, device=points.device)
     out_i = torch.empty(q, k, dtype=torch.long, device=points.device)
     for start in range(0, q, chunk):
         stop = min(q, start + chunk)
-        d2 = _sq_dists(points[query[start:stop]], points, sq)
+        d2 = squared_distances(points[query[start:stop]], points, sq)
         d2[torch.arange(stop - start, device=points.device), query[start:stop]] = float("inf")
         values, index = torch.topk(d2, k, dim=1, largest=False, sorted=True)
         out_d[start:stop] = values
@@ -143,12 +148,12 @@ def trustworthiness(high: np.ndarray | torch.Tensor, low: np.ndarray | torch.Ten
     query = _sample_rows(n, rows, seed, x.device)
     q = query.shape[0]
     _, low_nn = knn(y, k, rows=query)
-    chunk = chunk or _chunk_rows(n)
+    chunk = chunk or chunk_rows(n)
     sq = (x * x).sum(1)
     penalty = 0.0
     for start in range(0, q, chunk):
         stop = min(q, start + chunk)
-        d2 = _sq_dists(x[query[start:stop]], x, sq)
+        d2 = squared_distances(x[query[start:stop]], x, sq)
         d2[torch.arange(stop - start, device=x.device), query[start:stop]] = -1.0  # self sorts first: rank 0
         target = d2.gather(1, low_nn[start:stop])
         ordered, _ = torch.sort(d2, dim=1)

@@ -14,7 +14,8 @@ Methods (their options, with defaults, in METHOD_OPTIONS):
 
 Display options are applied after the (cached) layout, so changing them costs nothing: `scale`
 "ball" fits the visible points into the unit ball, "sphere" puts each one on the unit sphere (its
-direction from the centre), as seed 000 showed its MDS plots; `hide_outliers` hides that fraction of
+direction from the centre), as the user's robust-loss VAE study ("Does implying robust loss always
+help?") showed its MDS plots; `hide_outliers` hides that fraction of
 points farthest from the layout's median. Hidden rows become NaN, so rows still line up with labels.
 
 The cache key hashes the method, its options (defaults filled in), dims, seed, the embedding source and

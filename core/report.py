@@ -1,7 +1,15 @@
 """A study's report: study.json, results.csv, report.md and figures/, written from its runs.
 
     write_study(study, runs, folder, meta) -> study.json's content
+    write_figures(runs, rows, folder) -> [Figure]       the figures alone (what write_study links to)
+    summary_text(folder) -> report.md before its figures (what the Compare page shows)
     machine() -> where it ran (CPU, cores, torch and its threads, the GPU if any)
+
+Figures are the Compare page's own (core.compare_view): image grids (reconstructions, prior samples) as
+PNG, embedded in report.md; charts (probe accuracy and cross-entropy per loss, the latent-size sweep, the
+adaptive loss's α and c) as plotly HTML (plotly.js from its CDN, so each file is a few KB and no copy of
+plotly.js is kept in a study folder) with the figure's plotly JSON beside it (`plotly.io.read_json` opens it
+offline), linked from report.md.
 """
 
 from __future__ import annotations
@@ -10,11 +18,13 @@ import contextlib
 import json
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
+from core import compare
 from core.runs import write_bytes_atomic, write_json_atomic
 
-__all__ = ["machine", "write_figures", "write_study"]
+__all__ = ["FIGURES_HEADING", "Figure", "machine", "summary_text", "write_figures", "write_study"]
 
 
 def machine() -> dict:
@@ -45,81 +55,168 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+# The families' own columns, in the table when a row holds them: key -> (title, digits).
+_FAMILY_COLUMNS = {"val_kl": ("val KL", 1), "active_units": ("active units", 3), "val_commit": ("val commit", 3),
+                   "val_codes_used": ("codes used", 3)}
+
+
 def _markdown_table(rows: list[dict]) -> str:
-    head = ("| loss | latent | seed | MLP acc | MLP CE | linear acc | linear CE | k-NN acc (k) | k-NN CE | "
-            "val recon | val KL | active units | train s |")
-    lines = [head, "| " + " | ".join(["---"] * (head.count("|") - 1)) + " |"]
+    """The results as a Markdown table: the model (when several), loss, latent size, seed, the probes, the
+    validation reconstruction, the families' own metrics that the rows hold, and the training time."""
+    several = len({r.get("family") for r in rows}) > 1
+    extra = [k for k in _FAMILY_COLUMNS if any(r.get(k) is not None for r in rows)]
+    head = (["model"] if several else []) + ["loss", "latent", "seed", "MLP acc", "MLP CE", "linear acc",
+                                             "linear CE", "k-NN acc (k)", "k-NN CE", "val recon"]
+    head += [_FAMILY_COLUMNS[k][0] for k in extra] + ["train s"]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * len(head)) + " |"]
     for r in rows:
         mlp = f"{_fmt(r['mlp_acc'])} ± {_fmt(r['mlp_acc_std'])}" if r["mlp_acc"] is not None else "–"
         mlp_ce = f"{_fmt(r['mlp_ce'])} ± {_fmt(r['mlp_ce_std'])}" if r["mlp_ce"] is not None else "–"
         knn = f"{_fmt(r['knn_acc'])} ({r['knn_k']})" if r["knn_acc"] is not None else "–"
-        lines.append(f"| {r['loss_label']} | {r['latent_dim']} | {r['seed']} | {mlp} | {mlp_ce} | "
-                     f"{_fmt(r['linear_acc'])} | {_fmt(r['linear_ce'])} | {knn} | {_fmt(r['knn_ce'])} | "
-                     f"{_fmt(r['val_recon'], 1)} | {_fmt(r['val_kl'], 1)} | {_fmt(r['active_units'])} | "
-                     f"{_fmt(r['train_s'], 0)} |")
+        cells = ([r["model"]] if several else []) + [
+            r["loss_label"], str(r["latent_dim"]), str(r["seed"]), mlp, mlp_ce, _fmt(r["linear_acc"]),
+            _fmt(r["linear_ce"]), knn, _fmt(r["knn_ce"]), _fmt(r.get("val_recon"), 1)]
+        for key in extra:
+            value = r.get(key)
+            digits = _FAMILY_COLUMNS[key][1]
+            cells.append(_fmt(int(value) if isinstance(value, float) and value.is_integer() and digits == 3
+                              else value, digits))
+        cells.append(_fmt(r["train_s"], 0))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_figures(runs: list, rows: list[dict], folder: Path) -> list[tuple[str, str]]:
-    """Write the study's figures into `folder`; returns (file name, caption) pairs."""
-    from core import compare
+@dataclass
+class Figure:
+    """A figure of the report: its file (a PNG image, or a chart's HTML with its plotly JSON beside it)."""
+
+    file: str
+    caption: str
+    kind: str  # "image" or "chart"
+
+    @property
+    def json(self) -> str:
+        return self.file.rsplit(".", 1)[0] + ".json"
+
+    def markdown(self) -> list[str]:
+        if self.kind == "image":
+            return [f"![{self.caption}](figures/{self.file})", "", f"*{self.caption}*", ""]
+        return [f"- [{self.caption}](figures/{self.file}) (interactive chart; the figure as plotly JSON: "
+                f"[{self.json}](figures/{self.json}))", ""]
+
+
+def write_figures(runs: list, rows: list[dict], folder: Path, study: str = "study") -> list[Figure]:
+    """Write the study's figures into `folder`: charts (probe accuracy and cross-entropy per loss at the
+    largest latent size, the latent-size sweep, the adaptive loss's α and c) as HTML and plotly JSON, the
+    same figures the Compare page draws; image grids (reconstructions, prior samples) as PNG."""
+    from core import charts
+    from core import compare_view as cv
 
     folder.mkdir(parents=True, exist_ok=True)
-    written: list[tuple[str, str]] = []
+    written: list[Figure] = []
 
-    def put(name: str, data: str | bytes, caption: str) -> None:
-        write_bytes_atomic(folder / name, data.encode("utf-8") if isinstance(data, str) else data)
-        written.append((name, caption))
+    def chart(stem: str, fig, caption: str) -> None:
+        write_bytes_atomic(folder / f"{stem}.html", charts.report_html(fig).encode("utf-8"))
+        write_bytes_atomic(folder / f"{stem}.json", charts.figure_json(fig).encode("utf-8"))
+        written.append(Figure(f"{stem}.html", caption, "chart"))
 
-    dims = sorted({r["latent_dim"] for r in rows})
-    for metric, name in (("mlp_acc", "accuracy.svg"), ("mlp_ce", "cross_entropy.svg")):
-        bars = [b for b in compare.aggregate(rows, metric) if b["latent_dim"] == dims[-1]] if dims else []
-        if bars:
-            title, _ = compare.METRICS[metric]
-            svg = compare.bar_chart_svg([b["loss_label"] for b in bars], [b["mean"] for b in bars],
-                                        [b["error"] for b in bars], [compare.loss_colour(b["loss"]) for b in bars],
-                                        title=f"{title}, latent {dims[-1]}", ylabel=title.split(" (")[0],
-                                        ymax=1.0 if metric.endswith("acc") else None)
-            put(name, svg, f"{title} by loss (latent {dims[-1]}); error bars: {bars[0]['error_over']}")
-    if len(dims) > 1:
-        svg = compare.line_chart_svg(compare.sweep(rows, "mlp_acc"), title="MLP probe accuracy against latent size",
-                                     xlabel="latent size", ylabel="accuracy")
-        put("sweep.svg", svg, "MLP probe accuracy against latent size, per loss")
-    finished = [r for r in runs if r.status().get("state") == "finished" and r.has_embeddings]
-    shown = [r for r in finished if r.config["latent_dim"] == dims[-1]] if dims else []
-    if shown:
-        objectives = compare.load_objectives(shown)
-        rec = compare.reconstructions(shown, n=10, objectives=objectives)
-        if rec["runs"]:
-            grid = [("original", rec["originals"])] + [(r["loss_label"], r["images"]) for r in rec["runs"]]
-            put("reconstructions.png", compare.image_grid_png(grid),
-                "the same validation images (one per class) and their reconstructions decoder(μ) under each loss")
-        samples = compare.prior_samples(shown, n=10, objectives=objectives)
-        if samples:
-            put("samples.png", compare.image_grid_png([(s["loss_label"], s["images"]) for s in samples]),
-                "decoder(z) for the same z ~ N(0, I) under each loss")
-        for run in shown:
-            maps = compare.adaptive_maps(run, objectives.get(run.path))
-            if maps is None:
-                continue
-            lo, hi = maps["alpha_bounds"]
-            panels = [(f"learned alpha (bounds {lo:g} to {hi:g})", maps["alpha"].mean(axis=0), *maps["alpha_range"]),
-                      ("learned scale c", maps["scale"].mean(axis=0), *maps["scale_range"])]
-            put("adaptive.png", compare.heatmap_png(panels),
-                f"the adaptive loss's learned α (mean {maps['alpha_mean']:.3f}) and c (mean {maps['scale_mean']:.4f}) "
-                f"per pixel")
-            break
+    def image(name: str, png: bytes, caption: str) -> None:
+        write_bytes_atomic(folder / name, png)
+        written.append(Figure(name, caption, "image"))
+
+    comparison = cv.Comparison(study, study, list(runs), list(rows))
+    dims = comparison.latent_sizes
+    if not dims:
+        return written
+    latent = dims[-1]
+    for metric, stem in (("mlp_acc", "accuracy"), ("mlp_ce", "cross_entropy")):
+        fig = cv.probe_bars(rows, metric, latent)
+        if fig is not None:
+            over = sorted({b["error_over"] for b in compare.aggregate(rows, metric) if b["latent_dim"] == latent})
+            chart(stem, fig, f"{compare.METRICS[metric][0]} by loss (latent {latent}); error bars: {', '.join(over)}")
+    fig = cv.sweep_chart(rows, "mlp_acc")
+    if fig is not None:
+        chart("sweep", fig, "MLP probe accuracy against latent size, per loss" + (" and family" if
+                                                                                   comparison.several_families
+                                                                                   else ""))
+    made = cv.reconstruction_grid(comparison, latent)
+    if made is not None:
+        image("reconstructions.png", made[0], "the same validation images (one per class) and what each run "
+                                              "decodes from their stored representation")
+    sampled = cv.sample_grid(comparison, latent)
+    if sampled is not None:
+        image("samples.png", sampled[0], "the decoder applied to the same z ~ N(0, I) in each run with a prior")
+    for maps, fig in cv.adaptive_figures(comparison, latent)[:1]:
+        chart("adaptive", fig, f"the adaptive loss's learned α (mean {maps['alpha_mean']:.3f}) and c (mean "
+                               f"{maps['scale_mean']:.4f}) per pixel")
     return written
+
+
+def _families_text(settings: dict, rows: list[dict]) -> str:
+    """Which models were trained: each family with its summary and the models' labels."""
+    from core.families import FAMILIES
+
+    names = settings.get("families") or sorted({r.get("family") or "vae" for r in rows}) or ["vae"]
+    names = [names] if isinstance(names, str) else list(names)
+    parts = []
+    for name in names:
+        family = FAMILIES.get(name)
+        if family is None:
+            continue
+        models = sorted({r["model"] for r in rows if r.get("family") == name and r.get("model") != family.title})
+        text = f"**{family.title}**: {family.summary}"
+        if any(f.name == "beta" for f in family.fields):
+            text += f" KL weight β = {settings.get('beta') or 1}."
+        if models:
+            text += f" Models: {'; '.join(models)}."
+        parts.append(text)
+    return "\n".join(f"- {p}" for p in parts)
+
+
+def _probe_text(probe: dict, rows: list[dict]) -> str:
+    """How the probes were fitted, naming what each family's probes were fed."""
+    fed: dict[str, tuple[str, str]] = {}  # family title -> (what the MLP was fed, what the others were)
+    for r in rows:
+        if r.get("probed"):
+            mlp = "z = μ + σ·ε" if str(r.get("mlp_features") or "").startswith("z = ") else r["probed"]
+            fed.setdefault(r.get("family_title") or str(r.get("family")), (mlp, r["probed"]))
+
+    def on(i: int) -> str:
+        if not fed:
+            return "the representation"
+        if len(fed) == 1:
+            return next(iter(fed.values()))[i]
+        return "each model's representation (" + "; ".join(f"{f}: {v[i]}" for f, v in fed.items()) + ")"
+
+    return (f"Probes (core.probes) are fitted on the representations of the first {probe.get('probe_train') or 'all'}"
+            f" images of the **train** split and scored on {probe.get('probe_test') or 'all'} images of the **test** "
+            f"split (never the same images). MLP: one hidden layer of {', '.join(map(str, probe.get('hidden', [])))} "
+            f"on {on(0)}, mean ± std over {len(probe.get('seeds', []))} probe seeds; linear: logistic regression on "
+            f"{on(1)}; k-NN: cosine on {on(1)}, best of k ∈ {{{', '.join(map(str, probe.get('ks', [])))}}}. "
+            f"Cross-entropy in nats.")
+
+
+FIGURES_HEADING = "## Figures"
+
+
+def summary_text(folder: Path) -> str:
+    """A study report's text before its figures (what the Compare page shows), or "" when there is none."""
+    try:
+        text = (Path(folder) / "report.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    for marker in (f"\n{FIGURES_HEADING}\n", "\n!["):
+        if marker in text:
+            return text.split(marker, 1)[0].rstrip() + "\n"
+    return text
 
 
 def write_study(study: str, runs: list, folder: Path, meta: dict, *, figures: bool = True) -> dict:
     """Write study.json, results.csv, figures/ and report.md for `runs` into `folder`."""
-    from core import compare
-
     folder.mkdir(parents=True, exist_ok=True)
     rows = compare.results_table(runs)
     write_bytes_atomic(folder / "results.csv", compare.table_csv(rows).encode("utf-8"))
-    written = write_figures(runs, rows, folder / "figures") if figures else []
+    written = write_figures(runs, rows, folder / "figures", study) if figures else []
     train_s = sum(r["train_s"] or 0.0 for r in rows)
     probe_s = sum(r["probe_s"] or 0.0 for r in rows)
     # Earlier invocations (a study continued after an interruption, or re-reported) keep their times.
@@ -130,7 +227,7 @@ def write_study(study: str, runs: list, folder: Path, meta: dict, *, figures: bo
                                                           "skipped", "command")}]
     summary = {"format": "robust-loss-lab/study", "version": 1, "study": study, **meta, "invocations": invocations,
                "runs": [r["run_id"] for r in rows], "training_seconds": round(train_s, 1),
-               "probe_seconds": round(probe_s, 1), "figures": [name for name, _ in written]}
+               "probe_seconds": round(probe_s, 1), "figures": [f.file for f in written]}
     write_json_atomic(folder / "study.json", summary)
 
     m = meta.get("machine", {})
@@ -145,22 +242,22 @@ def write_study(study: str, runs: list, folder: Path, meta: dict, *, figures: bo
         "",
         f"Command: `{meta.get('command', '')}`",
         "",
-        f"VAEs trained on **{settings.get('dataset')}** with each reconstruction loss (+ β·KL, β = "
-        f"{settings.get('beta') or 1}), latent size(s) {', '.join(map(str, settings.get('latent_dims', [])))}, "
+        f"Trained on **{settings.get('dataset')}** with each reconstruction loss, latent size(s) "
+        f"{', '.join(map(str, settings.get('latent_dims', [])))} (floats in the representation z), "
         f"{settings.get('epochs')} epochs on {settings.get('limit_train') or 'all'} training images, seed(s) "
         f"{', '.join(map(str, settings.get('seeds', [])))}; general loss at α = {settings.get('loss_alpha')}.",
         "",
-        f"Probes (core.probes) are fitted on the latents of the first {probe.get('probe_train') or 'all'} images of "
-        f"the **train** split and scored on {probe.get('probe_test') or 'all'} images of the **test** split (never "
-        f"the same images). MLP: one hidden layer of {', '.join(map(str, probe.get('hidden', [])))} on "
-        f"z = μ + σ·ε, mean ± std over {len(probe.get('seeds', []))} probe seeds; linear: logistic regression on "
-        f"μ; k-NN: cosine on μ, best of k ∈ {{{', '.join(map(str, probe.get('ks', [])))}}}. Cross-entropy in nats.",
+        _families_text(settings, rows),
+        "",
+        _probe_text(probe, rows),
         "",
         _markdown_table(rows),
         "",
     ]
-    for name, caption in written:
-        lines += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
+    if written:
+        lines += [FIGURES_HEADING, ""]
+        for figure in written:
+            lines += figure.markdown()
     lines += [
         "## Machine and time",
         "",

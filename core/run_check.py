@@ -45,6 +45,7 @@ class Expected:
     """What a config's files must hold."""
 
     weights: dict[str, tuple[int, ...]]  # model.safetensors: the network's and (under loss.) the loss's
+    weight_dtypes: dict[str, tuple[str, ...]]  # the safetensors dtypes each may be stored as
     params: list[tuple[int, ...]]  # the optimiser's parameters, in order
     parameter_count: int
     embeddings: dict[str, tuple[tuple[int, ...], tuple[str, ...]]]  # key -> (shape after n, dtypes)
@@ -62,7 +63,9 @@ def expected_tensors(config: dict) -> Expected:
     with torch.device("meta"):  # shapes and counts only: nothing is allocated, however large
         objective = family.build(config)
     params = [tuple(p.shape) for p in objective.parameters()]
-    weights = {k: tuple(v.shape) for k, v in weights_of(objective).items()}
+    state = weights_of(objective)
+    weights = {k: tuple(v.shape) for k, v in state.items()}
+    kinds = {k: FLOAT_DTYPES if v.is_floating_point() else (*INT_DTYPES, "U8", "BOOL") for k, v in state.items()}
     shapes = {**_COMMON_EMBEDDINGS, "images": (tuple(config["model"]["image_shape"]), ("U8",))}
     spec = family.embedding_shapes(config)
     shapes.update({k: (shape, FLOAT_DTYPES if kind == "float" else INT_DTYPES) for k, (shape, kind) in spec.items()})
@@ -70,7 +73,7 @@ def expected_tensors(config: dict) -> Expected:
     if config.get("version") == 1:  # run format 1 called z "mu"
         shapes["mu"] = shapes.pop("z")
         required = tuple("mu" if k == "z" else k for k in required)
-    return Expected(weights, params, sum(math.prod(s) for s in params), shapes, required,
+    return Expected(weights, kinds, params, sum(math.prod(s) for s in params), shapes, required,
                     int(config["split"]["val"]))
 
 
@@ -96,8 +99,9 @@ def weights_mismatch(tensors: Header, expected: Expected) -> str | None:
     if extra:
         return f"it holds {', '.join(map(repr, extra[:4]))}, which config.json's model has not"
     for key, (dtype, shape) in tensors.items():
-        if shape != expected.weights[key] or dtype not in FLOAT_DTYPES:
-            return f"{key} is {dtype} {list(shape)}, config.json's model has float {list(expected.weights[key])}"
+        if shape != expected.weights[key] or dtype not in expected.weight_dtypes[key]:
+            kind = "float" if expected.weight_dtypes[key] == FLOAT_DTYPES else "integer"
+            return f"{key} is {dtype} {list(shape)}, config.json's model has {kind} {list(expected.weights[key])}"
     return None
 
 

@@ -424,7 +424,7 @@ class Run:
         if status.get("state") == "running" and not self.is_locked():
             status = {**status, "state": "interrupted",
                       "message": f"the training process (pid {status.get('pid')}) is gone; continue with "
-                                 f"python -m core.train --resume {self.path}"}
+                                 f".venv/bin/python -m core.train --resume {self.path}"}
         return status
 
     def write_status(self, status: dict) -> None:

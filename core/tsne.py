@@ -13,8 +13,8 @@ the entropy is log(perplexity), symmetrised p_ij = (p_{j|i} + p_{i|j}) / 2n. The
 and computed exactly over the k-NN edges (each directed edge pulls both ends, which sums to the
 symmetric P without building it).
 
-The repulsion touches all n² pairs. scikit-learn and openTSNE use Barnes-Hut trees (slow in 3-D,
-shared/notes/facts.md) or FFT interpolation (2-D only in practice). Here it is split in two:
+The repulsion touches all n² pairs. scikit-learn and openTSNE use Barnes-Hut trees (slow in 3-D: BENCHMARKS.md
+measures scikit-learn's) or FFT interpolation (2-D only in practice). Here it is split in two:
 
 - near field, exact: the same k-NN edges, where w_ij is largest and a sample would be noisiest;
 - far field, sampled: m points drawn uniformly each iteration and shared by every point (one dense

@@ -1,4 +1,5 @@
-"""What every page of the lab shares: the page registry, the header, the sidebar footer, fast figures.
+"""What every page of the lab shares: the page registry, the header, the sidebar footer, feedback beside
+the control that caused it, fast figures.
 
 Not a page itself: `app.py` lists pages with `st.navigation`, which turns off Streamlit's automatic
 discovery of `pages/`, so this file never shows up in the menu.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import platform
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,8 @@ LAB_PAGES: tuple[LabPage, ...] = (
     LabPage("pages/loss_explorer.py", "Loss Explorer", ":material/ssid_chart:",
             "Play with ρ(x, α, c), its derivative, weight and density; fit α and c to data.", "Lab"),
     LabPage("pages/train.py", "Train", ":material/model_training:",
-            "Train a VAE with the loss of your choice and watch it learn.", "Experiments"),
+            "Train a VAE, a VQ-VAE or another model with the loss of your choice and watch it learn.",
+            "Experiments"),
     LabPage("pages/embeddings.py", "Embeddings", ":material/scatter_plot:",
             "Explore what the latent space learned, in 2-D and 3-D projections.", "Experiments"),
     LabPage("pages/compare.py", "Compare", ":material/compare_arrows:",
@@ -113,6 +117,46 @@ def sidebar_footer() -> None:
     info = runtime_info()
     st.sidebar.divider()
     st.sidebar.caption(f"{APP_NAME} · {info['device']} · torch {info['torch']}")
+
+
+# -- feedback where the user is looking ---------------------------------------------------------------
+FEEDBACK_KEY = "lab_feedback"  # the last action's {place, kind, text, at, toasted}, drawn at its place
+FEEDBACK_S = 10.0  # how long it stays beside its control (a live fragment redraws every few seconds)
+
+
+def act(place: str, action: Callable[..., tuple], ok: str, fail: str, *args: Any,
+        errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> None:
+    """A button's callback: run `action(*args)` and keep how it went ("ok" formatted with what the action
+    returned, or "fail: <the error>") for `feedback(place)`, which draws it beside the control."""
+    try:
+        kind, text = "success", ok.format(*action(*args))
+    except errors as exc:
+        kind, text = "error", f"{fail}: {exc}"
+    st.session_state[FEEDBACK_KEY] = {"place": place, "kind": kind, "text": text, "at": time.monotonic(),
+                                      "toasted": False}
+
+
+def feedback(place: str) -> None:
+    """The last action's result, if it was done at `place`: drawn here, next to its control, for
+    FEEDBACK_S seconds (so a page that redraws itself on a timer does not wipe it at once), and once as a
+    toast (which shows wherever the page is scrolled)."""
+    note = st.session_state.get(FEEDBACK_KEY)
+    if not note or note["place"] != place:
+        return
+    if time.monotonic() - note["at"] > FEEDBACK_S:
+        del st.session_state[FEEDBACK_KEY]
+        return
+    (st.success if note["kind"] == "success" else st.error)(note["text"])
+    if not note["toasted"]:
+        note["toasted"] = True
+        st.toast(note["text"], icon=":material/check_circle:" if note["kind"] == "success" else ":material/error:")
+
+
+def chart_grid(charts: list[tuple[str, dict]], key: str, columns: int = 3) -> None:
+    """(name, {"data", "layout"}) figures drawn `columns` to a row."""
+    for start in range(0, len(charts), columns):
+        for col, (name, chart) in zip(st.columns(columns), charts[start:start + columns], strict=False):
+            col.plotly_chart(fast_figure(chart["data"], chart["layout"]), key=f"{key}_{name}")
 
 
 def typed_array(values: np.ndarray) -> dict[str, str]:

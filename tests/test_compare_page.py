@@ -1,19 +1,24 @@
-"""The Compare page through AppTest on the shipped reference study (checkpoints/), and on empty roots;
-the shipped study itself (complete, probed without leakage, small); and the comparison's arithmetic."""
+"""The Compare page through AppTest, read through its elements: on the shipped reference study (checkpoints/),
+on a VAE-and-VQ-VAE digits study trained and probed here, on runs picked by hand, and on empty roots; and the
+shipped study itself (complete, probed without leakage, small)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from apptest_helpers import run_page
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import compare
-from core.probes import summary
+from core import compare_view as cv
+from core.families.recon import loss_label
+from core.probes import ProbeSettings, probe_run, summary
 from core.runs import checkpoints_root, open_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +26,7 @@ PAGE = str(REPO / "pages" / "compare.py")
 SHIPPED = "fashion-mnist-reference"
 LOSSES = {"mse", "cauchy", "geman_mcclure", "welsch", "smooth_l1", "general", "adaptive"}
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
+STUDY = "cmp-families"
 
 
 def _shipped() -> compare.StudyInfo:
@@ -29,16 +35,14 @@ def _shipped() -> compare.StudyInfo:
     return studies[SHIPPED]
 
 
-def _page(**state) -> AppTest:
-    return run_page(PAGE, **state)
+def _charts(at: AppTest) -> dict[str, dict]:
+    return {chart.proto.id.rsplit("-", 1)[-1]: json.loads(chart.proto.spec) for chart in at.get("plotly_chart")}
 
 
-def _chart(at: AppTest, key: str) -> dict:
-    for chart in at.get("plotly_chart"):
-        spec = json.loads(chart.proto.spec)
-        if chart.proto.id.endswith(key):
-            return spec
-    raise AssertionError(f"no chart {key}")
+def _chart(at: AppTest, section: str) -> list[dict]:
+    """The figures of a section (compare_<section>_<i>), in order."""
+    charts = _charts(at)
+    return [charts[k] for k in sorted(charts) if k.startswith(f"compare_{section}_")]
 
 
 def _array(value) -> np.ndarray:
@@ -47,6 +51,10 @@ def _array(value) -> np.ndarray:
         flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
         return flat.reshape([int(v) for v in str(value.get("shape", len(flat))).split(",")])
     return np.asarray(value)
+
+
+def _grid(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def test_shipped_study_is_complete_probed_without_leakage_and_small() -> None:
@@ -59,7 +67,7 @@ def test_shipped_study_is_complete_probed_without_leakage_and_small() -> None:
         assert run.status()["state"] == "finished" and run.config["dataset"] == "fashion_mnist"
         assert not (run.path / "optimizer.safetensors").exists()
         emb = run.embeddings()
-        n = emb["mu"].shape[0]
+        n = emb["z"].shape[0]
         assert emb["images"].shape == (n, 1, 28, 28) and emb["labels"].unique().numel() == 10
         probes = run.probes()
         assert probes["split"]["train"]["split"] == "train" and probes["split"]["test"]["split"] == "test"
@@ -69,81 +77,132 @@ def test_shipped_study_is_complete_probed_without_leakage_and_small() -> None:
     assert any((d / "report.md").is_file() for d in study.report_dirs)
 
 
-def test_page_shows_the_shipped_table_charts_and_images() -> None:
+@pytest.mark.slow
+def test_page_shows_the_shipped_table_charts_images_and_downloads() -> None:
     study = _shipped()
-    at = _page(compare_study=SHIPPED)
-    view = at.session_state["compare_view"]
-    assert view["study"] == SHIPPED
+    at = run_page(PAGE, compare_study=SHIPPED)
     table = at.dataframe[0].value
     assert len(table) == len(study.runs)
-    # The table's numbers are the saved probe results.
     expected = {}
     for info in study.runs:
         run = open_run(info.path)
-        label = compare.loss_label(run.config["loss"], run.config.get("loss_alpha"))
-        expected[label, run.config["latent_dim"]] = run.probes()["probes"]
+        expected[loss_label(run.config)] = run.probes()["probes"]
     for _, row in table.iterrows():
-        assert row["MLP acc"] == pytest.approx(expected[row["loss"], row["latent"]]["mlp"]["accuracy"])
-        assert row["linear CE"] == pytest.approx(expected[row["loss"], row["latent"]]["linear"]["cross_entropy"])
-    # Sorted by MLP accuracy, best first (the default).
-    assert list(table["MLP acc"]) == sorted(table["MLP acc"], reverse=True)
-    # The bar chart draws the same numbers (at the largest latent size), with the error over the probe seeds.
-    latent = max(table["latent"])
-    assert view["latent_dim"] == latent
-    at_latent = {label: p for (label, dim), p in expected.items() if dim == latent}
-    bars = _chart(at, "compare_bar_mlp_acc")["data"][0]
-    assert dict(zip(bars["x"], bars["y"], strict=True)) == pytest.approx(
-        {label: p["mlp"]["accuracy"] for label, p in at_latent.items()})
-    assert bars["error_y"]["array"] == pytest.approx([at_latent[label]["mlp"]["accuracy_std"] for label in bars["x"]])
-    n_seeds = len(next(iter(at_latent.values()))["mlp"]["per_seed"])
-    assert f"Error bars: {n_seeds} probe seeds." in [c.value for c in at.caption]
-    # Reconstructions and samples for every loss, the adaptive maps, and the downloads.
-    assert set(view["reconstructions"]) == set(at_latent) == set(view["samples"])
+        assert row["MLP acc"] == pytest.approx(expected[row["loss"]]["mlp"]["accuracy"])
+        assert row["linear CE"] == pytest.approx(expected[row["loss"]]["linear"]["cross_entropy"])
+        assert row["probed"] == "μ" and row["MLP input"] == "z = μ + σε (a sample)"
+    assert list(table["MLP acc"]) == sorted(table["MLP acc"], reverse=True)  # the default order: best first
+    assert "model" not in table.columns  # one model: no column for it
+    # The bar charts draw the same numbers, with the error over the probe seeds; one plotly figure each.
+    accuracy, cross_entropy = _chart(at, "probe_bars")
+    [bars] = accuracy["data"]
+    assert dict(zip(bars["x"], _array(bars["y"]), strict=True)) == pytest.approx(
+        {label: p["mlp"]["accuracy"] for label, p in expected.items()})
+    assert _array(bars["error_y"]["array"]) == pytest.approx([expected[x]["mlp"]["accuracy_std"] for x in bars["x"]])
+    assert bars["text"] == [f"{expected[x]['mlp']['accuracy']:.3f}" for x in bars["x"]]
+    n_seeds = len(next(iter(expected.values()))["mlp"]["per_seed"])
+    assert accuracy["layout"]["title"]["subtitle"]["text"] == f"latent size 16 · error bars: {n_seeds} probe seeds"
+    assert cross_entropy["data"][0]["y"] == pytest.approx([expected[x]["mlp"]["cross_entropy"] for x in bars["x"]])
+    # The reconstruction grid: the originals and a row per loss, tiles 3× the 28-pixel images (and a header).
     assert len(at.get("image")) == 2
-    assert len(view["adaptive"]) == 1 and 0.0 <= view["adaptive"][0]["alpha_mean"] <= 3.0
-    adaptive = next(r for r in study.runs if r.loss == "adaptive" and r.latent_dim == latent)
-    heat = _chart(at, f"compare_adaptive_alpha_{adaptive.run_id}")["data"][0]
-    alpha = _array(heat["z"])
-    assert alpha.shape == (28, 28) and 0.0 <= heat["zmin"] <= alpha.min() and alpha.max() <= heat["zmax"] <= 3.0
-    assert alpha.mean() == pytest.approx(view["adaptive"][0]["alpha_mean"], rel=1e-5)
-    keys = {b.key for b in at.get("download_button")}
-    assert {"compare_download_csv", "compare_download_mlp_acc", "compare_download_mlp_ce", "compare_download_recon",
-            "compare_download_samples"} <= keys
+    comparison = cv.open_comparison([i.path for i in study.usable], title=SHIPPED)
+    png, rec = cv.reconstruction_grid(comparison, 16)
+    assert (_grid(png).shape[0] - 2) // (28 * 3 + 2) == 8 and len(rec["runs"]) == 7
+    assert rec["originals"] is not None and sorted(rec["labels"].tolist()) == list(range(10))  # one per class
+    # The adaptive loss's α on a fixed colour scale (its bounds), its range written in the title.
+    [adaptive] = _chart(at, "adaptive")
+    alpha = adaptive["data"][0]
+    assert (alpha["zmin"], alpha["zmax"]) == (0.0, 3.0) and _array(alpha["z"]).shape == (28, 28)
+    assert adaptive["layout"]["annotations"][0]["text"].endswith("(colours span the bounds 0 to 3)")
+    downloads = {b.key for b in at.get("download_button")}
+    assert {"compare_table_0_csv", "compare_probe_bars_0_html", "compare_probe_bars_1_html",
+            "compare_reconstructions_0_png", "compare_samples_0_png", "compare_adaptive_0_html"} <= downloads
+    assert [s.value for s in at.subheader] == ["Results per run", "Probe accuracy and cross-entropy per loss",
+                                               "Reconstructions", "Samples from the prior",
+                                               "What the adaptive loss learned", "The study's report"]
 
 
-def test_page_switches_probe_and_sort() -> None:
-    at = _page(compare_study=SHIPPED)
-    at.radio(key="compare_probe").set_value("linear (μ)").run()
-    at.selectbox(key="compare_sort").set_value("loss (study order)").run()
-    assert not at.exception, at.exception
-    view = at.session_state["compare_view"]
-    rows = [r for r in view["rows"] if r["latent_dim"] == view["latent_dim"]]
-    bars = _chart(at, "compare_bar_linear_acc")["data"][0]
-    assert bars["y"] == pytest.approx([r["linear_acc"] for r in rows])  # one run per loss: means are the runs
-    assert list(at.dataframe[0].value["loss"]) == [r["loss_label"] for r in view["rows"]]
-    assert at.dataframe[0].value["loss"].iloc[0] == "MSE"
+@pytest.mark.slow
+def test_probe_and_sort_controls_and_a_registered_section() -> None:
+    section = cv.register_section(cv.Section("extra", "A new family's view", lambda c: bool(c.rows),
+                                             lambda c, choices: [cv.Note("info", f"{len(c.rows)} runs, probe "
+                                                                                 f"{choices['probe']}")],
+                                             uses=("probe",)), before="reconstructions")
+    try:
+        at = run_page(PAGE, compare_study=SHIPPED, compare_probe="linear", compare_sort="")
+        rows = compare.results_table(open_run(i.path) for i in _shipped().usable)
+        [bars] = _chart(at, "probe_bars")[0]["data"]
+        assert _array(bars["y"]) == pytest.approx([r["linear_acc"] for r in rows])  # one run per loss
+        assert list(at.dataframe[0].value["loss"]) == [r["loss_label"] for r in rows]  # the study's order
+        assert at.dataframe[0].value["loss"].iloc[0] == "MSE"
+        titles = [s.value for s in at.subheader]
+        assert titles.index("A new family's view") == titles.index("Reconstructions") - 1
+        assert "7 runs, probe linear" in [i.value for i in at.info]
+    finally:
+        cv.SECTIONS.remove(section)
 
 
-def test_page_on_empty_roots_says_how_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_page_on_empty_roots_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROBUST_LOSS_LAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("ROBUST_LOSS_LAB_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    at = _page()
-    assert any("No studies found" in i.value and "python -m core.study" in i.value for i in at.info)
-    assert not at.dataframe and at.session_state["compare_view"] == {"study": None, "rows": []}
+    at = run_page(PAGE)
+    assert any("Nothing to compare yet" in i.value and "finished runs of one dataset" in i.value for i in at.info)
+    [code] = at.code
+    assert "-m core.study --dataset digits --families vae,vqvae" in code.value and code.value.startswith("cd ")
+    assert not at.dataframe and not at.get("plotly_chart")
 
 
-def test_aggregate_takes_the_error_over_vae_seeds_else_probe_seeds() -> None:
-    rows = [{"loss_label": "Cauchy", "loss": "cauchy", "latent_dim": 16, "mlp_acc": a, "mlp_acc_std": 0.5,
-             "probe_seeds": 3} for a in (0.6, 0.7, 0.8)]
-    rows.append({"loss_label": "MSE", "loss": "mse", "latent_dim": 16, "mlp_acc": 0.5, "mlp_acc_std": 0.02,
-                 "probe_seeds": 3})
-    rows.append({"loss_label": "MSE", "loss": "mse", "latent_dim": 32, "mlp_acc": None})
-    out = {(r["loss_label"], r["latent_dim"]): r for r in compare.aggregate(rows, "mlp_acc")}
-    assert set(out) == {("Cauchy", 16), ("MSE", 16)}
-    assert out["Cauchy", 16]["mean"] == pytest.approx(0.7)
-    assert out["Cauchy", 16]["error"] == pytest.approx(0.1) and out["Cauchy", 16]["error_over"] == "3 VAE seeds"
-    assert out["MSE", 16]["error"] == 0.02 and out["MSE", 16]["error_over"] == "3 probe seeds"
-    series = compare.sweep([*rows[:3], {**rows[0], "latent_dim": 8, "mlp_acc": 0.4}], "mlp_acc")
-    assert series["Cauchy"]["dims"] == [8, 16] and series["Cauchy"]["mean"] == pytest.approx([0.4, 0.7])
-    csv_text = compare.table_csv(rows[:1], ("loss_label", "mlp_acc", "knn_acc"))
-    assert csv_text == "loss_label,mlp_acc,knn_acc\nCauchy,0.6,\n"
+@pytest.fixture(scope="module")
+def families(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs root with a digits VAE and VQ-VAE per loss (MSE, Cauchy), trained and probed (small probes)."""
+    from core.train import main as train_main
+
+    root = tmp_path_factory.mktemp("cmp-families")
+    for family in ("vae", "vqvae"):
+        for loss in ("mse", "cauchy"):
+            status = train_main(["--family", family, "--dataset", "digits", "--loss", loss, "--latent-dim", "16",
+                                 "--epochs", "1", "--width", "8", "--study", STUDY, "--runs-root", str(root),
+                                 "--threads", "1", "--quiet"])
+            assert status == 0
+    settings = ProbeSettings(probe_train=400, probe_test=300, seeds=(0, 1), mlp_epochs=3, ks=(1, 5))
+    for path in root.iterdir():
+        if (path / "config.json").is_file():
+            probe_run(open_run(path), settings)
+    return root
+
+
+@pytest.mark.slow
+def test_vae_against_vqvae_per_loss_and_runs_picked_by_hand(families: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUST_LOSS_LAB_RUNS", str(families))
+    monkeypatch.setenv("ROBUST_LOSS_LAB_CHECKPOINTS", str(tmp_path / "none"))
+    at = run_page(PAGE, compare_study=STUDY)
+    rows = compare.results_table(open_run(p) for p in families.iterdir() if (p / "config.json").is_file())
+    assert "VAE against VQ-VAE per loss" in [s.value for s in at.subheader]
+    accuracy, _ = _chart(at, "probe_bars")
+    assert [t["name"] for t in accuracy["data"]] == ["VAE", "VQ-VAE"]
+    for trace, family in zip(accuracy["data"], ("vae", "vqvae"), strict=True):
+        mine = {r["loss_label"]: r["mlp_acc"] for r in rows if r["family"] == family}
+        assert dict(zip(trace["x"], _array(trace["y"]), strict=True)) == pytest.approx(mine)
+    table = at.dataframe[0].value
+    assert set(table["probed"]) == {"μ", "z_e (before quantisation)"}
+    assert set(table["model"]) == {"VAE", "VQ-VAE (K=512, 2×2×4, 36 bits)"}  # G²·log2 K bits, in the label
+    assert {"codes used", "val KL"} <= set(table.columns)
+    # Reconstructions of every run, samples only where the family has a prior (the VQ-VAE has none).
+    assert len(at.get("image")) == 2
+    comparison = cv.open_comparison([p for p in families.iterdir() if (p / "config.json").is_file()], title=STUDY)
+    tile = 8 * 10 + 2  # 8-pixel digits drawn 10×
+    assert _grid(cv.reconstruction_grid(comparison, 16)[0]).shape[0] // tile == 5
+    png, samples, without = cv.sample_grid(comparison, 16)
+    assert _grid(png).shape[0] // tile == 2 and {s["family"] for s in samples} == {"vae"} and without == ["VQ-VAE"]
+    assert any("Not drawn for VQ-VAE runs: the family has no prior to sample from." in c.value for c in at.caption)
+    assert "Accuracy against latent size" not in [s.value for s in at.subheader]  # one latent size
+
+    # Runs picked by hand, of one dataset: the page compares exactly those.
+    at.radio(key="compare_source").set_value("pick").run()
+    assert at.selectbox(key="compare_dataset").value == "digits"
+    picked = [str(p) for p in sorted(families.iterdir()) if "vqvae" in p.name]
+    at.multiselect(key="compare_runs").set_value(picked).run()
+    assert not at.exception, at.exception
+    assert sorted(at.dataframe[0].value["run"]) == sorted(Path(p).name for p in picked)
+    assert "Probe accuracy and cross-entropy per loss" in [s.value for s in at.subheader]

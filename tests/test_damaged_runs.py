@@ -93,11 +93,6 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def _named(view: dict) -> dict[str, str]:
-    """Every damaged run a page named, with what it said: in its study, or as an unreadable folder."""
-    return {**view.get("unreadable", {}), **view.get("damaged", {})}
-
-
 def _warnings(at) -> str:
     return "\n".join(w.value for w in at.warning)
 
@@ -132,41 +127,37 @@ def test_newest_first_puts_runs_dated_in_the_future_last(lab: Path) -> None:
 @pytest.mark.slow
 def test_compare_page_names_the_damaged_runs_and_shows_the_rest(lab: Path) -> None:
     at = run_page(COMPARE, compare_study=STUDY)
-    view = at.session_state["compare_view"]
-    named = _named(view)
+    warned = _warnings(at)
+    shown = set(at.dataframe[0].value["run"])
     for run_id, needle in DAMAGE.items():
         if needle is None:
-            assert run_id in named or run_id in {r["run_id"] for r in view["rows"]}, run_id
+            assert run_id in warned or run_id in shown, run_id
             continue
-        assert run_id in named and needle in named[run_id], (run_id, named.get(run_id))
-        assert run_id in _warnings(at)
-    shown = {r["run_id"] for r in view["rows"]}
+        line = next((w for w in warned.splitlines() if f"`{run_id}`" in w), "")
+        assert needle in line, (run_id, line)
     assert {"good-mse", "good-future"} <= shown and not shown & {k for k, v in DAMAGE.items() if v}
-    assert len(at.dataframe[0].value) == len(view["rows"])
-    assert set(view["reconstructions"]) >= {"MSE", "Cauchy"}  # the healthy runs' images are drawn
+    assert len(at.get("image")) == 2  # the healthy runs' reconstructions and samples are drawn
     # The shipped study is untouched by the damage beside it.
     at.selectbox(key="compare_study").set_value(SHIPPED_STUDY).run()
     assert not at.exception, at.exception
-    view = at.session_state["compare_view"]
-    assert view["study"] == SHIPPED_STUDY and len(view["rows"]) == 7 and not view["damaged"]
-    assert len(view["reconstructions"]) == 7
+    assert len(at.dataframe[0].value) == 7 and "damaged run(s) of" not in _warnings(at)
+    assert len(at.get("image")) == 2
 
 
 @pytest.mark.slow
 def test_embeddings_page_names_the_damaged_runs_and_defaults_to_the_newest_plausible(lab: Path) -> None:
     at = run_page(EMBEDDINGS)
-    view = at.session_state["emb_view"]
+    warned = _warnings(at)
     for run_id in EMBEDDING_DAMAGE:
-        assert run_id in view["damaged"] and DAMAGE[run_id] in view["damaged"][run_id], (run_id, view["damaged"])
-        assert run_id in _warnings(at)
-    assert view["runs"] == ["good-mse"], view["runs"]  # not good-future, dated 2999
-    assert view["shown"] == ["good-mse"] and view["points"]["good-mse"] > 0
-    options = at.selectbox(key="emb_run_a").options
-    assert not any(run_id in o for o in options for run_id in EMBEDDING_DAMAGE)
-    assert any("good-future" in o for o in options) and sum(SHIPPED_STUDY in o for o in options) == 7
+        line = next((w for w in warned.splitlines() if f"`{run_id}`" in w), "")
+        assert DAMAGE[run_id] in line, (run_id, line)
+    run = at.selectbox(key="emb_run_a")
+    assert run.value == str(lab / "good-mse")  # not good-future, dated 2999
+    assert len(at.get("plotly_chart")) == 2  # its 3-D chart and the point picker
+    assert not any(run_id in o for o in run.options for run_id in EMBEDDING_DAMAGE)
+    assert any("good-future" in o for o in run.options) and sum(SHIPPED_STUDY in o for o in run.options) == 7
     # A shipped study still draws as a grid beside the damage.
     at.radio(key="emb_mode").set_value("grid").run()
     at.selectbox(key="emb_study").set_value(SHIPPED_STUDY).run()
     assert not at.exception, at.exception
-    view = at.session_state["emb_view"]
-    assert len(view["shown"]) == 7 and all(v > 0 for v in view["points"].values())
+    assert len([c for c in at.get("plotly_chart") if "emb_chart_" in c.proto.id]) == 7

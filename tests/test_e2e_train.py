@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fault_env
 
 from core.runs import open_run
 
@@ -63,19 +64,20 @@ def test_start_watch_stop_resume_and_finish_from_the_browser(streamlit_server, c
     shipped = tmp_path / "checkpoints"
     shipped.mkdir()
     url = streamlit_server(env={"ROBUST_LOSS_LAB_RUNS": str(runs_dir), "ROBUST_LOSS_LAB_CHECKPOINTS": str(shipped),
-                                # one thread (shared machine); a pause per step so the tiny run can be watched
-                                "ROBUST_LOSS_LAB_TRAIN_ARGS": "--threads 1 --step-delay 0.06"})
+                                # one thread (shared machine); a pause per step (the fault injector's) so the
+                                # tiny run can be watched
+                                "ROBUST_LOSS_LAB_TRAIN_ARGS": "--threads 1", **fault_env(step_delay="0.06")})
     first_window = chromium.new_context(viewport={"width": 1400, "height": 1000})
     page = _open_train_page(first_window, url)
     assert page.get_by_text("Nothing is training").is_visible()
-    epochs = page.get_by_label("Epochs")
+    epochs = page.get_by_role("textbox", name="Epochs", exact=True)
     epochs.fill("15")
     epochs.press("Enter")
-    latent = page.get_by_label("Latent size")
+    latent = page.get_by_role("textbox", name="Latent size", exact=True)
     latent.fill("4")
     latent.press("Enter")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile(r"^Started \S+digits-mse-z4")).wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text(re.compile(r"^Started \S+digits-\S*mse-z4")).first.wait_for(timeout=TIMEOUT_MS)
     [run_dir] = list(runs_dir.iterdir())
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["dataset"], config["loss"], config["epochs"], config["latent_dim"]) == ("digits", "mse", 15, 4)

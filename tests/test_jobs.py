@@ -56,6 +56,11 @@ def test_start_watch_stop_and_resume_to_the_end(roots: tuple[Path, Path], pace_t
     rows = {row["run"]: row for row in jobs.run_table()}
     row = rows[run.run_id]
     assert row["state"] == "running" and row["dataset"] == "digits" and row["loss"] == "Cauchy"
+    with pytest.raises(jobs.JobError, match="running"):
+        jobs.resume(run)
+    with pytest.raises(jobs.JobError, match="stop it first"):
+        jobs.delete(run)
+    assert jobs.stop(run, wait_s=30)  # while it runs, whatever the machine's load (the doomed one may be slow)
 
     assert jobs.wait_for(doomed, ["launch failed"], timeout_s=60) == "launch failed"
     failed = jobs.progress(doomed)
@@ -63,12 +68,6 @@ def test_start_watch_stop_and_resume_to_the_end(roots: tuple[Path, Path], pace_t
     assert rows["doomed"]["state"] in ("starting", "launch failed")
     jobs.delete(doomed)
     assert not doomed.path.exists()
-    with pytest.raises(jobs.JobError, match="running"):
-        jobs.resume(run)
-    with pytest.raises(jobs.JobError, match="stop it first"):
-        jobs.delete(run)
-
-    assert jobs.stop(run, wait_s=30)
     assert jobs.job_state(run) == "stopped"
     stopped = open_run(run.path).status()
     assert stopped["state"] == "stopped" and "--resume" in stopped["message"]
@@ -81,6 +80,12 @@ def test_start_watch_stop_and_resume_to_the_end(roots: tuple[Path, Path], pace_t
 
     second_pid = jobs.resume(run, threads=1)
     assert second_pid != first_pid and jobs.job_state(run) == "starting"
+    # train.log says what each launch did, in the trainer's words (not a bare "--resume" for a new run)
+    launches = [line for line in jobs.log_tail(run, 200).splitlines() if line.startswith("--- ")]
+    step, spe = stopped["epoch_step"], stopped["steps_per_epoch"]
+    resumed = (f"resume in epoch {stopped['epoch'] + 1} after step {step} of {spe}: " if 0 < step < spe
+               else f"resume after epoch {stopped['epoch']}: ")
+    assert len(launches) == 2 and "new run, from epoch 1: " in launches[0] and resumed in launches[1], launches
     assert jobs.wait_for(run, ["finished"], timeout_s=90) == "finished"
     p = jobs.progress(run)
     assert p.fraction == 1.0 and p.epoch == 4 and p.val_loss is not None and p.eta_s == 0.0

@@ -14,7 +14,7 @@ from sklearn.manifold import trustworthiness as sk_trustworthiness
 
 from core import projections as pj
 from core.families import family_of, load_objective
-from core.latent_view import find_rows, latent_neighbours, point_detail, to_display
+from core.latent_view import find_rows, point_detail, to_display
 from core.mds import classical_mds, classical_mds_points, landmark_mds, mds, normalized_stress, smacof
 from core.neighbourhood import knn, knn_label_agreement, nearest_to, trustworthiness
 from core.runs import open_run
@@ -291,7 +291,7 @@ def test_point_detail_reconstruction_and_neighbours(trained_run):
     with torch.no_grad():
         expected = (model.decode(emb["z"][row:row + 1]).clamp(0, 1) * 255).round().to(torch.uint8)
     assert np.array_equal(detail.reconstruction, expected[0].numpy())
-    rows, dist = latent_neighbours(emb["z"], row, 8)
+    rows, dist = nearest_to(emb["z"], row, 8)
     assert list(detail.neighbour_rows) == list(rows) and row not in rows
     assert np.all(np.diff(dist) >= 0) and dist[0] > 0
     assert to_display(family_of(trained_run.config).decode(objective, emb["z"][:3]).numpy()).shape == (3, 8, 8)

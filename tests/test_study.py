@@ -89,8 +89,9 @@ def test_study_survives_a_kill_and_writes_the_table(tmp_path: Path, capsys: pyte
     assert "| MSE | 4 | 0 |" in report and "| Cauchy | 4 | 0 |" in report
     assert "Machine:" in report and "wall clock" in report
     figures = {p.name for p in (folder / "figures").iterdir()}
-    assert {"accuracy.svg", "cross_entropy.svg", "reconstructions.png", "samples.png"} <= figures
-    assert (folder / "figures" / "accuracy.svg").read_text().startswith("<svg")
+    # One renderer per chart: the report's charts are the Compare page's plotly figures (HTML + JSON).
+    assert {"accuracy.html", "accuracy.json", "cross_entropy.html", "reconstructions.png", "samples.png"} <= figures
+    assert json.loads((folder / "figures" / "accuracy.json").read_text())["data"]
     assert (folder / "figures" / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     study = json.loads((folder / "study.json").read_text())
     assert study["runs"] == [first.name, second.name] and study["machine"]["cores"] == os.cpu_count()

@@ -86,8 +86,9 @@ class GeneralRho(nn.Module):
         self.register_buffer("alpha", torch.tensor(float(alpha)))
         self.register_buffer("scale", torch.tensor(float(scale)))
         # The same values as Python numbers, which rho() uses without reading a (GPU) tensor each step;
-        # taken from the arguments, so that building on the meta device (to count shapes) works too.
-        self._numbers = (float(alpha), float(scale))
+        # taken from the arguments (so that building on the meta device, to count shapes, works too), rounded
+        # to float32 as the buffers hold them and a resumed run reads them back: bit for bit the same values.
+        self._numbers = tuple(torch.tensor(float(v), device="cpu").item() for v in (alpha, scale))
         self.register_load_state_dict_post_hook(GeneralRho._reread)
 
     @staticmethod
