@@ -62,6 +62,7 @@ from core.device import resolve_device, tune_backend
 from core.distributed import DistContext
 from core.families import Batch, Family, Objective, family_of, weights_of
 from core.families.base import load_weights, mix_seed
+from core.families.recon import track_training_fraction
 from core.runs import Checkpoint, Run, RunFormatError, now_iso
 
 __all__ = [
@@ -132,7 +133,7 @@ def build_objective(config: dict, device: torch.device) -> Objective:
     """The family's objective from the config, seeded by config["seed"], on `device` (bf16 autocast and
     channels_last on CUDA)."""
     torch.manual_seed(int(config["seed"]))
-    objective = family_of(config).build(config)
+    objective = track_training_fraction(family_of(config).build(config))  # annealed α: any family's loss
     cuda = device.type == "cuda"
     objective.amp, objective.channels_last = cuda, cuda
     objective = objective.to(device)
