@@ -36,7 +36,9 @@ what to do, and writes nothing, when:
   a scalar step) per moment; embeddings.safetensors the family's representations (a VAE's μ and log σ²) of
   (n, latent size) with n at most the
   config's validation split, labels/index/source_index of (n,), images of (n, C, H, W) uint8; a
-  cached projection (m, 2 or 3) coordinates with m at most n, and the seconds it took;
+  cached projection (m, 2 or 3) coordinates with m at most n, and the seconds it took; a cached
+  evaluation (`evaluations/<name>.json`, a JSON object of at most 4 MB, and its `<name>.safetensors`
+  beside it: at most 64 tensors of at most 6 dimensions and 64 MB, its header covering the file exactly);
 - a run of that id exists, or the target is the shipped checkpoints folder.
 
 Only then are the members written, streamed in chunks, into a hidden temporary directory inside the
@@ -132,6 +134,11 @@ FILE_LIMITS = {Run.CONFIG: 64 * 1024, Run.STATUS: 64 * 1024, Run.TRAINER: 4 * 10
                Run.PROBES: 4 * 1024 * 1024, Run.HISTORY: 64 * 1024 * 1024, "train.log": 16 * 1024 * 1024}
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".npz", ".joblib")
 _PROJECTION = re.compile(r"^projections/[A-Za-z0-9][A-Za-z0-9._-]{0,254}\.safetensors$")
+# An evaluation a run caches (Run.save_evaluation): evaluations/<name>.json, and its tensors beside it.
+_EVALUATION = re.compile(r"^evaluations/([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.(json|safetensors)$")
+MAX_EVALUATION_JSON_BYTES = 4 * 1024 * 1024  # an evaluation's results (grids' labels, per-class numbers, ...)
+MAX_EVALUATION_TENSOR_BYTES = 64 * 1024 * 1024  # its tensors (neighbour-grid and gallery images, curves)
+MAX_EVALUATION_TENSORS = 64
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8}
 
@@ -155,11 +162,12 @@ def archive_name(run: Run) -> str:
 
 def _export_members(run: Run) -> list[tuple[str, Path]]:
     members = [(name, run.path / name) for name in RUN_FILES if (run.path / name).is_file()]
-    projections = run.path / "projections"
-    if projections.is_dir():
-        for file in sorted(projections.glob("*.safetensors")):
-            name = f"projections/{file.name}"
-            if _PROJECTION.match(name) and file.is_file() and not file.is_symlink():
+    for folder, pattern in (("projections", _PROJECTION), ("evaluations", _EVALUATION)):
+        if not (run.path / folder).is_dir():
+            continue
+        for file in sorted((run.path / folder).iterdir()):
+            name = f"{folder}/{file.name}"
+            if pattern.match(name) and file.is_file() and not file.is_symlink():
                 members.append((name, file))
     return members
 
@@ -318,7 +326,12 @@ def _pickle_refusal(name: str, why: str) -> ArchiveError:
 
 
 def _is_tensor_file(name: str) -> bool:
-    return name in TENSOR_FILES or name.startswith("projections/")
+    return name in TENSOR_FILES or name.startswith("projections/") or _is_evaluation(name, "safetensors")
+
+
+def _is_evaluation(name: str, suffix: str | None = None) -> bool:
+    match = _EVALUATION.match(name)
+    return match is not None and (suffix is None or match.group(2) == suffix)
 
 
 def _plan(archive: zipfile.ZipFile, max_members: int, max_unpacked: int) -> dict[str, zipfile.ZipInfo]:
@@ -349,7 +362,8 @@ def _plan(archive: zipfile.ZipFile, max_members: int, max_unpacked: int) -> dict
             raise _pickle_refusal(info.filename, f"a {path.suffix} file is a pickle (or may hold one)")
     # The run's files sit next to its config.json: at the top of the zip, in one folder (what export_run
     # writes), or deeper (`zip -r runs.zip runs/<id>`).
-    configs = [path for path, _ in files if path.name == Run.CONFIG and "projections" not in path.parts]
+    configs = [path for path, _ in files if path.name == Run.CONFIG and "projections" not in path.parts
+               and "evaluations" not in path.parts]
     if not configs:
         raise ArchiveError("the archive has no config.json, so it is not a run (export one from the Train page "
                            "or zip a run directory from runs/). Nothing was written")
@@ -368,10 +382,11 @@ def _plan(archive: zipfile.ZipFile, max_members: int, max_unpacked: int) -> dict
         name = str(inner)
         if name in SKIPPED_FILES:
             continue  # this machine's lock and launch record mean nothing elsewhere: not written
-        if name not in RUN_FILES and not _PROJECTION.match(name):
-            raise ArchiveError(f"{info.filename} is not a file of the run format (expected {', '.join(RUN_FILES)} "
-                               f"and projections/*.safetensors); nothing was written")
-        limit = FILE_LIMITS.get(name)
+        if name not in RUN_FILES and not _PROJECTION.match(name) and not _is_evaluation(name):
+            raise ArchiveError(f"{info.filename} is not a file of the run format (expected {', '.join(RUN_FILES)}, "
+                               f"projections/*.safetensors and evaluations/*.json with their .safetensors); nothing "
+                               f"was written")
+        limit = MAX_EVALUATION_JSON_BYTES if _is_evaluation(name, "json") else FILE_LIMITS.get(name)
         if limit is not None and info.file_size > limit:
             fix = ("leave it out of the zip: it is only the trainer's console output" if name == "train.log"
                    else "it cannot be a file this app wrote")
@@ -754,6 +769,25 @@ def _check_tensors(archive: zipfile.ZipFile, plan: dict[str, zipfile.ZipInfo], e
         if name.startswith("projections/"):
             _refuse(name, run_check.projection_mismatch(_headers(layout.tensors), rows),
                     "leave the projections out of the zip (they are recomputed)")
+        elif _is_evaluation(name, "safetensors"):
+            _refuse(name, _evaluation_mismatch(name, layout, plan),
+                    "leave the evaluations out of the zip (they are recomputed)")
+
+
+def _evaluation_mismatch(name: str, layout: SafetensorsLayout, plan: dict[str, zipfile.ZipInfo]) -> str | None:
+    """What is wrong with an evaluation's tensors: no results file beside them, too many, too large, or of
+    too many dimensions (the header has been checked against the file's size already)."""
+    if name.removesuffix(".safetensors") + ".json" not in plan:
+        return f"it has no {Path(name).stem}.json beside it (an evaluation's results)"
+    if len(layout.tensors) > MAX_EVALUATION_TENSORS:
+        return f"it holds {len(layout.tensors)} tensors, more than the {MAX_EVALUATION_TENSORS} an evaluation has"
+    if layout.data_bytes > MAX_EVALUATION_TENSOR_BYTES:
+        return (f"its tensors take {layout.data_bytes / 1e6:.1f} MB, over the "
+                f"{MAX_EVALUATION_TENSOR_BYTES / 1e6:.0f} MB an evaluation may hold")
+    deep = next((k for k, v in layout.tensors.items() if len(v.shape) > 6), None)
+    if deep is not None:
+        return f"{deep} has {len(layout.tensors[deep].shape)} dimensions; an evaluation's tensors have at most 6"
+    return None
 
 
 def _check_members(archive: zipfile.ZipFile, plan: dict[str, zipfile.ZipInfo]) -> tuple[str, dict[str, bytes]]:
@@ -767,6 +801,10 @@ def _check_members(archive: zipfile.ZipFile, plan: dict[str, zipfile.ZipInfo]) -
                 raise ArchiveError(f"status.json's state {value.get('state')!r:.40} is not one of "
                                    f"{', '.join(STATES)}; nothing was written")
     expected = _check_config(_check_json(Run.CONFIG, kept[Run.CONFIG]))
+    for name, info in plan.items():
+        if _is_evaluation(name, "json"):
+            kept[name] = _read_whole(archive, info, name)
+            _check_json(name, kept[name])
     if Run.HISTORY in plan:
         _check_jsonl(Run.HISTORY, _chunks(archive, plan[Run.HISTORY], Run.HISTORY))
     for name in TEXT_FILES:
@@ -800,6 +838,9 @@ def _verify_on_disk(path: Path) -> Run:
             missing = [k for k in family_of(run.config).required_embeddings if k not in tensors]
             if missing:
                 raise RunFormatError(f"embeddings.safetensors lacks {', '.join(missing)}")
+        for file in sorted((path / Run.EVALUATIONS).glob("*.json")):
+            if run.evaluation(file.stem) is None:
+                raise RunFormatError(f"evaluations/{file.name} (or its tensors) cannot be read")
     except RunFormatError as exc:
         raise ArchiveError(f"the uploaded run is damaged: {exc}. Nothing was written") from None
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:

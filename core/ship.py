@@ -60,6 +60,8 @@ def ship(runs: list, study_folder: Path | None, dest: Path, *, embeddings: int =
         for name in _SHIPPED_FILES:
             if (run.path / name).is_file():
                 shutil.copy2(run.path / name, tmp / name)
+        if (run.path / Run.EVALUATIONS).is_dir():  # what the pages show of it: neighbour grids, ROC, ...
+            shutil.copytree(run.path / Run.EVALUATIONS, tmp / Run.EVALUATIONS)
         emb = run.embeddings()
         keep = {k: v[:embeddings] for k, v in emb.items()}
         subset = f"first {len(keep['z'])} of {len(emb['z'])}"

@@ -13,6 +13,7 @@ import torch
 from core.families.base import Batch, Family, Objective, Representation, Term, load_weights, weights_of
 from core.families.class_ae import ClassPenaltyAE
 from core.families.vae import VAE
+from core.families.vicreg import VICReg
 from core.families.vqvae import VQVAE
 
 __all__ = ["FAMILIES", "Batch", "Family", "Objective", "Representation", "Term", "family_of", "get_family",
@@ -27,7 +28,7 @@ def register(family: Family) -> Family:
     return family
 
 
-for _family in (VAE(), VQVAE(), ClassPenaltyAE()):
+for _family in (VAE(), VQVAE(), ClassPenaltyAE(), VICReg()):
     register(_family)
 
 
