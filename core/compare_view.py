@@ -550,3 +550,8 @@ for _section in (
     Section("report", "The study's report", lambda c: bool(c.report_dirs), _report_blocks),
 ):
     register_section(_section)
+
+
+# The sections later families bring (the ELBO table, anomalies and neighbours, the λ curves) register
+# themselves when imported; importing them here makes every comparison offer them.
+from core import family_sections  # noqa: E402, F401

@@ -50,6 +50,7 @@ __all__ = [
     "picked_index",
     "plane_figure",
     "point_view",
+    "reference_traces",
     "run_title",
     "same_dataset",
     "scene_figure",
@@ -345,13 +346,38 @@ def _figure(data: list[dict], layout: dict) -> Any:
     return go.Figure(data=data, layout={"template": {}, **layout}, _validate=False)
 
 
+def reference_traces(config: dict, points: np.ndarray, coords: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """The family's reference points (the class-penalised autoencoder's class targets) placed in a linear
+    layout: the least-squares linear map from the points (n, d) to their layout (n, 3), exact for PCA,
+    applied to the targets; [] for a family without reference points."""
+    from core.families import family_of
+
+    family = family_of(config)
+    if not hasattr(family, "reference_points"):
+        return []
+    targets = family.reference_points(config).numpy().astype(np.float64)
+    ok = np.isfinite(coords).all(axis=1)
+    if ok.sum() < points.shape[1] + 2 or targets.shape[1] != points.shape[1]:
+        return []
+    x = np.c_[points[ok].astype(np.float64), np.ones(ok.sum())]
+    mapping, *_ = np.linalg.lstsq(x, coords[ok].astype(np.float64), rcond=None)
+    placed = np.c_[targets, np.ones(len(targets))] @ mapping
+    text = [names[i] if i < len(names) else str(i) for i in range(len(targets))]
+    return [{"type": "scatter3d", "mode": "markers+text", "name": "class targets", "x": placed[:, 0],
+             "y": placed[:, 1], "z": placed[:, 2], "text": text, "textfont": {"size": 10},
+             "marker": {"symbol": "diamond", "size": 7, "color": "black"}, "hoverinfo": "text"}]
+
+
 def scene_figure(title: str, coords: np.ndarray, labels: np.ndarray, index: np.ndarray, names: Sequence[str], *,
                  selected: int | None = None, neighbours: np.ndarray | None = None, marker: float = 2,
-                 view: dict | None = None, legend_below: bool = False, height: int = 520) -> Any:
-    """The 3-D scene of a layout: a trace per class, the picked point and its neighbours marked; `view`
-    (from `camera`) sets the camera, else the person's own drags keep it."""
+                 view: dict | None = None, legend_below: bool = False, height: int = 520,
+                 extra: Sequence[dict] = ()) -> Any:
+    """The 3-D scene of a layout: a trace per class, the picked point and its neighbours marked, `extra`
+    traces (reference points) on top; `view` (from `camera`) sets the camera, else the person's own drags
+    keep it."""
     data = _class_traces(coords, labels, index, names, "xyz", "scatter3d", marker)
     data += _marks(coords, selected, neighbours, "xyz", "scatter3d", marker)
+    data += list(extra)
     axis = {"showticklabels": False, "title": {"text": ""}}
     scene: dict[str, Any] = {"xaxis": axis, "yaxis": axis, "zaxis": axis, "aspectmode": "data",
                              "dragmode": "turntable"}

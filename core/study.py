@@ -158,7 +158,7 @@ def plan_runs(args: argparse.Namespace, study: str) -> list[RunSpec]:
     specs = []
     for name in args.families:
         family = get_family(name)
-        own = {f.name for f in fields_for(family)}
+        own = {f.name: f for f in fields_for(family)}
         base = {"family": name, "dataset": args.dataset, "epochs": args.epochs, "limit_train": args.limit_train,
                 "batch_size": args.batch_size, "lr": args.lr, "beta": args.beta, "width": args.width,
                 "study": study}
@@ -171,6 +171,9 @@ def plan_runs(args: argparse.Namespace, study: str) -> list[RunSpec]:
                     alpha = args.loss_alpha if loss == "general" else None
                     config = {**base, "loss": loss, "loss_alpha": alpha, "latent_dim": dim, "seed": seed,
                               **{k: v for (k, _), v in zip(axes, point, strict=True)}}
+                    # a --with value whose field does not apply to this run (its `applies` rule) is left out
+                    config = {k: v for k, v in config.items() if k not in assigned or k not in own
+                              or own[k].applies_to(config)}
                     parts = [study, *([family.id_tag] if family.id_tag else []),
                              f"{loss}-a{_tag(alpha)}" if alpha is not None else loss, f"z{dim}",
                              *(f"{k.replace('_', '')}{_tag(v)}" for (k, _), v in zip(axes, point, strict=True)),
@@ -204,8 +207,10 @@ def _mismatch(run, spec: RunSpec) -> list[str]:
     from core.families import family_of
 
     want = _normalized(spec)
-    names = [f.name for f in fields_for(family_of(want)) if f.name not in _NOT_IDENTITY]
-    return [f"{k}={run.config.get(k)!r} (asked {want.get(k)!r})" for k in names if run.config.get(k) != want.get(k)]
+    names = {f.name: f.default for f in fields_for(family_of(want)) if f.name not in _NOT_IDENTITY}
+    # a field newer than the run reads as its default (the run was trained with what the default does)
+    return [f"{k}={run.config.get(k, d)!r} (asked {want.get(k)!r})" for k, d in names.items()
+            if run.config.get(k, d) != want.get(k)]
 
 
 class _Log:
@@ -269,7 +274,9 @@ def _train(spec: RunSpec, root: Path, args: argparse.Namespace, log: _Log, inter
     cmd = train_command(resume, threads=args.threads, extra_args=flags)
     started = time.perf_counter()
     # Same process group: a Ctrl-C in the terminal reaches the child too, and so does a kill of the group.
-    child = subprocess.Popen(cmd, cwd=REPO, env=trainer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # The study's runs root is the trainer's too: a run the config names (a neighbour run) is found there.
+    env = trainer_env(ROBUST_LOSS_LAB_RUNS=str(root))
+    child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
     interrupt.child = child
     try:

@@ -152,9 +152,10 @@ for i, path in enumerate(shown):
             fig = ev.view_figure(ev.run_title(info.config), coords, proj.labels, proj.index, names[path],
                                  azimuth=azimuth, elevation=elevation, selected=row, neighbours=near, marker=marker)
         else:
+            targets = ev.reference_traces(info.config, points[path], coords, names[path]) if method == "pca" else []
             fig = ev.scene_figure(f"{ev.run_title(info.config)} · {info.run_id}", coords, proj.labels, proj.index,
                                   names[path], selected=row, neighbours=near, marker=marker, view=view,
-                                  legend_below=mode == "two")
+                                  legend_below=mode == "two", extra=targets)
         st.plotly_chart(fig, key=f"emb_chart_{i}", config=charts.chart_config(f"{info.run_id}-{method}"))
         st.caption(ev.layout_caption(proj, ev.visible_count(coords), method, short=mode == "grid"))
 

@@ -271,7 +271,8 @@ def test_a_vq_vae_starts_from_the_form_with_exactly_its_values_and_shows_its_ter
 def test_start_from_the_form_watch_the_live_panel_and_stop(roots) -> None:
     user, _ = roots
     at = _page()
-    for name, text in (("latent_dim", "3"), ("epochs", "40"), ("limit_train", "512"), ("batch_size", "64")):
+    # 100 epochs: stopped long before its end, however slow the machine.
+    for name, text in (("latent_dim", "3"), ("epochs", "100"), ("limit_train", "512"), ("batch_size", "64")):
         _type(at, name, text)
     at.button(key="train_start").click().run()
     [run_dir] = list(user.iterdir())

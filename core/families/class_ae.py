@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from core.families.base import Batch, Family, LoopProgress, Objective, Term, batches, objective_device, to_unit
-from core.families.recon import build_loss
+from core.families.recon import ALPHA_TERM, build_loss, schedule_terms, scheduled
 from core.fields import ConfigError, Field
 from models.class_ae import TARGETS, MLPAutoencoder, class_targets, penalty
 
@@ -58,8 +58,9 @@ class ClassPenaltyObjective(Objective):
         x = to_unit(batch.images)
         z = self.model.encode(x)
         x_hat = self.model.decode(z)
-        return {"terms": {"recon": _recon(self.loss, x, x_hat), "penalty": penalty(z, self.targets, batch.labels)},
-                "counts": {}}
+        terms = {"recon": _recon(self.loss, x, x_hat), "penalty": penalty(z, self.targets, batch.labels)}
+        terms.update(schedule_terms(self.loss, x))
+        return {"terms": terms, "counts": {}}
 
 
 class ClassPenaltyAE(Family):
@@ -83,7 +84,11 @@ class ClassPenaltyAE(Family):
         Field("target_radius", "float", 1.0, "Target radius", lo=0.0, strict_lo=True, hi=1e4, advanced=True,
               help="the targets' distance from the origin"),
     )
-    terms = (Term("recon", "reconstruction (mean over pixels)"), Term("penalty", "distance to the class target"))
+    terms = (Term("recon", "reconstruction (mean over pixels)"), Term("penalty", "distance to the class target"),
+             ALPHA_TERM)
+
+    def active_terms(self, config: dict) -> tuple[Term, ...]:
+        return self.terms if scheduled(config) else self.terms[:2]
 
     def validate(self, config: dict, image_shape: tuple[int, int, int]) -> None:
         try:

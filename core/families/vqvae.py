@@ -34,7 +34,7 @@ from core.families.base import (
     objective_device,
     to_unit,
 )
-from core.families.recon import build_loss, reconstruction_cost
+from core.families.recon import ALPHA_TERM, build_loss, reconstruction_cost, schedule_terms, scheduled
 from core.fields import ConfigError, Field
 from models.vqvae import ConvVQVAE, used_and_perplexity
 
@@ -74,6 +74,7 @@ class VQVAEObjective(Objective):
                  "perplexity": q["perplexity"]}
         if not self.model.quantizer.ema:
             terms["codebook"] = q["codebook"]
+        terms.update(schedule_terms(self.loss, x))
         return {"terms": terms, "counts": {"codes": q["counts"]}}
 
 
@@ -99,7 +100,7 @@ class VQVAE(Family):
         Field("width", "int", 32, "Network width", lo=1, hi=1024, advanced=True),
     )
     terms = (Term("recon", "reconstruction"), Term("commit", "commitment"), Term("codebook", "codebook"),
-             Term("perplexity", "code perplexity (batch)", per_example=False, lower_is_better=False))
+             Term("perplexity", "code perplexity (batch)", per_example=False, lower_is_better=False), ALPHA_TERM)
     representations = (Representation("z", "z_e (before quantisation)"), Representation("z_q", "z_q (quantised)"))
 
     def complete(self, config: dict, image_shape: tuple[int, int, int]) -> None:
@@ -151,7 +152,8 @@ class VQVAE(Family):
     def active_terms(self, config: dict) -> tuple[Term, ...]:
         """The codebook term exists only when the codebook is trained by it (not by moving averages)."""
         ema = config.get("codebook_update", "ema") == "ema"
-        return tuple(t for t in self.terms if not (ema and t.name == "codebook"))
+        return tuple(t for t in self.terms if not (ema and t.name == "codebook")
+                     and (t is not ALPHA_TERM or scheduled(config)))
 
     def loss_weights(self, config: dict) -> dict[str, float]:
         weights = {"recon": 1.0, "commit": float(config["commitment"])}
