@@ -91,7 +91,7 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--alpha", type=float, default=1.3, help="the α timed (1.3: a generic α, issue 13)")
+    parser.add_argument("--alpha", type=float, default=1.3, help="the α timed (1.3: a generic α)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",

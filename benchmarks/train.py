@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/train.py --dataset fashion_mnist --images 1024 --repeats 1
     .venv/bin/python benchmarks/train.py --device cuda --dataset cifar10 --images 50000 --batch-size 512 --compile
 
-Ours: `core.engine.train` on a temporary run (uint8 data on the device, batches by index, statistics
+Ours: `core.engine.run_training` on a temporary run (uint8 data on the device, batches by index, statistics
 read every few steps, status/history/checkpoint files written as usual). Throughput is taken from the
 last epoch's training time as the engine logs it (`epoch_s`, validation excluded; the run's validation
 split is cut to --val images so the benchmark stays short).
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core import datasets
 from core.config import normalize_config
 from core.device import configure_threads, resolve_device, tune_backend
-from core.engine import TrainingData, build_objective, train
+from core.engine import TrainingData, build_objective, run_training
 from core.families import Batch, family_of
 from core.runs import create_run
 
@@ -94,7 +94,7 @@ def _baseline(config: dict, images: torch.Tensor, labels: torch.Tensor, device: 
 
 def _ours(config: dict, data: TrainingData, device: torch.device, root: Path) -> float:
     run = create_run({**config, "split": data.split}, root=root)
-    result = train(run, data=data, device=device)
+    result = run_training(run, data=data, device=device)
     assert result.state == "finished", result.message
     last = run.history("epoch")[-1]
     return len(data.train) / last["epoch_s"]
@@ -112,7 +112,7 @@ def _cifar_epoch(device: torch.device, compile_: bool, batch: int) -> float:
     data = TrainingData(train_set, val_set, {"train": n, "val": 512, "test": 0})
     with tempfile.TemporaryDirectory() as tmp:
         run = create_run({**config, "split": data.split}, root=tmp)
-        train(run, data=data, device=device)
+        run_training(run, data=data, device=device)
         return run.history("epoch")[-1]["epoch_s"]
 
 

@@ -6,7 +6,7 @@ against the usual recipe, a DataLoader whose dataset makes the two views with to
     .venv/bin/python benchmarks/vicreg.py --device cuda --synthetic 50000 --batch-size 512 --workers 8 16
         # a GPU: CIFAR-shaped random images (3×32×32), the ResNet-18 encoder, projector 2048-2048-2048
 
-Ours: `core.engine.train` on a temporary VICReg run (uint8 images on the device, batches by index, both
+Ours: `core.engine.run_training` on a temporary VICReg run (uint8 images on the device, batches by index, both
 views drawn per image on the device from the step's generators, the run's files written as usual);
 throughput from the last epoch's training time (`epoch_s`, validation excluded).
 
@@ -41,7 +41,7 @@ from core import datasets
 from core.augment import RECIPES, augment
 from core.config import normalize_config
 from core.device import configure_threads, resolve_device, tune_backend
-from core.engine import TrainingData, build_objective, train
+from core.engine import TrainingData, build_objective, run_training
 from core.runs import create_run
 
 
@@ -118,7 +118,7 @@ def _baseline(config: dict, images: torch.Tensor, device: torch.device, epochs: 
 
 def _ours(config: dict, data: TrainingData, device: torch.device, root: Path) -> float:
     run = create_run({**config, "split": data.split}, root=root)
-    result = train(run, data=data, device=device)
+    result = run_training(run, data=data, device=device)
     assert result.state == "finished", result.message
     return len(data.train) / run.history("epoch")[-1]["epoch_s"]
 

@@ -1,20 +1,20 @@
 """Evaluations of a finished run's representation, computed from its directory and cached with it
-(`Run.save_evaluation`, evaluations/<name>.json + .safetensors): seed 003's study, for any family whose
+(`Run.save_evaluation`, evaluations/<name>.json + .safetensors): the VICReg course study's study, for any family whose
 `embed` gives a representation z (a VICReg encoder's y, a VAE's μ, a VQ-VAE's z_e).
 
     results = analyse_run(run)          # computes what is missing or stale, reuses the rest
-    python -m core.analyses RUN_DIR ... [--report seed003.md]
+    python -m core.analyses RUN_DIR ... [--report vicreg.md]
 
 Every probe is fitted on the TRAIN split (its first `bank` images, a fixed random class-balanced prefix)
 and scored on the TEST split, as core.probes does. The evaluations (`EVALUATIONS`):
 
-- "seed-linear": seed 003's protocol beside the lab's probes (core.probes): a linear layer on the frozen,
+- "course-linear": the VICReg course's protocol beside the lab's probes (core.probes): a linear layer on the frozen,
   raw (unstandardised) representation, trained 10 epochs by Adam (lr 1e-3, batch 256, cross-entropy) on
-  the whole training split (`linear_bank`; the seed's CIFAR-10 probe took 1,960 steps: on a small split
+  the whole training split (`linear_bank`; the course's CIFAR-10 probe took 1,960 steps: on a small split
   ten epochs are few steps and the probe underfits, which the lab's converged L-BFGS probe shows), its test
   accuracy after each epoch.
-- "knn": k-NN classifiers two ways, so the difference seed 003 discusses is measured: Euclidean distance on
-  raw features with a majority vote (the seed's set-up), and cosine similarity on L2-normalised features
+- "knn": k-NN classifiers two ways, so the difference the VICReg course discusses is measured: Euclidean distance on
+  raw features with a majority vote (the course's set-up), and cosine similarity on L2-normalised features
   with exp(s/τ)-weighted votes (solo-learn's offline k-NN: k = 20, τ = 0.07), for several k.
 - "anomaly": score(x) = mean Euclidean distance from z(x) to its k = 2 nearest training representations
   (an inverse density; the course's definition). In-distribution: the test split; out-of-distribution: the
@@ -43,7 +43,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,15 +52,18 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from core.callbacks import OnMessage
+
 __all__ = [
     "ANALYSIS_VERSION",
+    "COURSE_FIGURES",
     "EVALUATIONS",
     "OOD_PAIRINGS",
-    "SEED_003",
     "AnalysisSettings",
     "analyse_run",
     "anomaly_scores",
     "class_holdout_auc",
+    "course_report",
     "eigenmap",
     "fresh_evaluation",
     "knn_accuracy",
@@ -72,22 +75,20 @@ __all__ = [
     "report_rows",
     "resize_to",
     "roc",
-    "seed_report",
     "variant_of",
 ]
 
 ANALYSIS_VERSION = 1
-EVALUATIONS = ("seed-linear", "knn", "anomaly", "neighbour-grid", "eigenmaps")
-# The out-of-distribution dataset each in-distribution dataset is tested against (issue 17).
+EVALUATIONS = ("course-linear", "knn", "anomaly", "neighbour-grid", "eigenmaps")
+# The out-of-distribution dataset each in-distribution dataset is tested against.
 OOD_PAIRINGS = {"cifar10": "mnist", "fashion_mnist": "digits", "digits": "fashion_mnist", "mnist": "fashion_mnist",
                 "kmnist": "fashion_mnist", "photos": "digits"}
-# Seed 003's figures (CIFAR-10, ResNet-18, 30 epochs, 10-epoch linear probe; AUC CIFAR-10 vs MNIST).
-SEED_003 = {"full": 0.7242, "no variance": 0.1758, "neighbours": 0.3491, "auc": 1.0}
+# The VICReg course study's figures (CIFAR-10, ResNet-18, 30 epochs, 10-epoch linear probe; AUC CIFAR-10 vs MNIST).
+COURSE_FIGURES = {"full": 0.7242, "no variance": 0.1758, "neighbours": 0.3491, "auc": 1.0}
 GALLERY_STREAM = 0
 ROC_POINTS = 256  # the stored ROC curve is thinned to about this many points
 HISTOGRAM_BINS = 40
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class AnalysisSettings:
 
     bank: int | None = 10000  # training images: the k-NN probes' and the anomaly score's bank, the grid's pool
     test: int | None = None  # test images (None: the whole test split)
-    linear_bank: int | None = None  # the seed's linear probe's training images (None: the whole split, as the seed)
+    linear_bank: int | None = None  # the course's linear probe's training images (None: the whole split, as the course)
     linear_epochs: int = 10
     linear_lr: float = 1e-3
     linear_batch: int = 256
@@ -140,7 +141,7 @@ class AnalysisSettings:
 
 def linear_probe_epochs(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Tensor, test_y: torch.Tensor,
                         classes: int, *, epochs: int = 10, lr: float = 1e-3, batch: int = 256, seed: int = 0) -> dict:
-    """Seed 003's linear probe: nn.Linear on the raw representation, Adam, cross-entropy, `epochs` passes
+    """The VICReg course study's linear probe: nn.Linear on the raw representation, Adam, cross-entropy, `epochs` passes
     in seeded random order. Test accuracy (and cross-entropy) after each epoch; the last is reported."""
     torch.manual_seed(seed)
     head = torch.nn.Linear(train_z.shape[1], classes)
@@ -348,7 +349,7 @@ def ood_images(dataset: str, shape: Sequence[int], limit: int) -> tuple[str, tor
 @dataclass
 class _Encoded:
     """What the evaluations share: the splits' images and labels, and their representations (`train_*`
-    the bank, the first `bank` training images; `linear_*` the seed probe's, the first `linear_bank`)."""
+    the bank, the first `bank` training images; `linear_*` the course probe's, the first `linear_bank`)."""
 
     train_images: torch.Tensor
     train_z: torch.Tensor
@@ -361,7 +362,7 @@ class _Encoded:
     linear_y: torch.Tensor
 
 
-def _encode(run: Any, settings: AnalysisSettings, say: Progress) -> tuple[_Encoded, Any, Any]:
+def _encode(run: Any, settings: AnalysisSettings, say: OnMessage) -> tuple[_Encoded, Any, Any]:
     from core.datasets import load_split
     from core.families import family_of, load_objective
 
@@ -464,7 +465,7 @@ def _eigenmaps(run: Any, s: AnalysisSettings) -> tuple[dict, dict[str, torch.Ten
 
 
 def analyse_run(run: Any, settings: AnalysisSettings | None = None, *, force: bool = False,
-                only: Sequence[str] | None = None, progress: Progress | None = None, save: bool = True
+                only: Sequence[str] | None = None, progress: OnMessage | None = None, save: bool = True
                 ) -> dict[str, dict]:
     """Every evaluation of a finished run (`only` a subset of EVALUATIONS): reused from its cache when
     fresh, else computed (the splits embedded once for all) and saved with the run."""
@@ -498,7 +499,7 @@ def analyse_run(run: Any, settings: AnalysisSettings | None = None, *, force: bo
         started = time.perf_counter()
         say(f"{name}")
         tensors: dict[str, torch.Tensor] = {}
-        if name == "seed-linear":
+        if name == "course-linear":
             results = linear_probe_epochs(enc.linear_z, enc.linear_y, enc.test_z, enc.test_y, len(enc.classes),
                                           epochs=s.linear_epochs, lr=s.linear_lr, batch=s.linear_batch,
                                           seed=s.linear_seed)
@@ -529,7 +530,7 @@ def analyse_run(run: Any, settings: AnalysisSettings | None = None, *, force: bo
 
 
 # ---------------------------------------------------------------------------------------------------
-# The seed's study: which variant a run is, and the report against the seed's figures
+# The course's study: which variant a run is, and the report against the course's figures
 
 
 def variant_of(config: dict) -> str:
@@ -552,47 +553,49 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
 
 
-def seed_report(rows: list[dict], machine: str = "", level: int = 1) -> str:
-    """Markdown: one row per run (its evaluations and lab probes) against seed 003's figures, and the lab's
+def course_report(rows: list[dict], machine: str = "", level: int = 1) -> str:
+    """Markdown: one row per run (its evaluations and lab probes) against the VICReg course's figures, and the lab's
     question (does a robust invariance loss help?) answered from the numbers. `rows`: {"run_id", "config",
     "evaluations", "probes" (core.probes.summary), "history" (epoch records)}. `level`: the heading level."""
     from core.families.recon import loss_label
 
     head = "#" * level
-    lines = [f"{head} VICReg against seed 003", ""]
+    lines = [f"{head} VICReg against the VICReg course study", ""]
     if machine:
         lines += [f"Machine: {machine}", ""]
-    lines += ["Seed 003 (CIFAR-10, ResNet-18, 30 epochs, 10-epoch linear probe): full VICReg "
-              f"{_pct(SEED_003['full'])}, no variance term {_pct(SEED_003['no variance'])}, neighbours as views "
-              f"{_pct(SEED_003['neighbours'])}; AUC CIFAR-10 vs MNIST ≈ 1.0 for both models.", "",
-              "| run | variant | invariance loss | seed's linear (10 ep) | seed figure | lab linear | lab k-NN | k-NN "
+    lines += ["The VICReg course study (CIFAR-10, ResNet-18, 30 epochs, 10-epoch linear probe): full VICReg "
+              f"{_pct(COURSE_FIGURES['full'])}, no variance term {_pct(COURSE_FIGURES['no variance'])}, "
+              "neighbours as views "
+              f"{_pct(COURSE_FIGURES['neighbours'])}; AUC CIFAR-10 vs MNIST ≈ 1.0 for both models.", "",
+              "| run | variant | invariance loss | course linear (10 ep) | course figure | lab linear | lab k-NN "
+              "| k-NN "
               "Euclidean raw | k-NN cosine | AUC (pairing) | AUC per class held out | embedding std | rank | "
               "warning |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     measures: dict[str, dict[str, dict[str, float | None]]] = {}  # variant -> loss -> measure -> value
     for row in rows:
         ev, cfg, probes = row.get("evaluations") or {}, row["config"], row.get("probes") or {}
         variant = variant_of(cfg)
-        linear = (ev.get("seed-linear") or {}).get("accuracy")
+        linear = (ev.get("course-linear") or {}).get("accuracy")
         knn = ev.get("knn") or {}
         anomaly = ev.get("anomaly") or {}
         last = (row.get("history") or [{}])[-1]
-        seed_figure = SEED_003.get(variant)
+        course_figure = COURSE_FIGURES.get(variant)
         auc = anomaly.get("auc")
         pairing = f"{_num(auc)} ({anomaly.get('in')} vs {anomaly.get('out')})" if auc is not None else \
             f"– ({anomaly.get('why', 'not computed')})"
         warning = row.get("warning") or ""
-        lines.append(f"| {row['run_id']} | {variant} | {loss_label(cfg)} | {_pct(linear)} | {_pct(seed_figure)} | "
+        lines.append(f"| {row['run_id']} | {variant} | {loss_label(cfg)} | {_pct(linear)} | {_pct(course_figure)} | "
                      f"{_pct(probes.get('linear_acc'))} | {_pct(probes.get('knn_acc'))} | "
                      f"{_pct((knn.get('euclidean') or {}).get('accuracy'))} | "
                      f"{_pct((knn.get('cosine') or {}).get('accuracy'))} | {pairing} | "
                      f"{_num(anomaly.get('class_auc_mean'))} | {_num(last.get('embedding_std'))} | "
                      f"{_num(last.get('embedding_rank'), 1)} | {warning} |")
         measures.setdefault(variant, {})[loss_label(cfg)] = {
-            "seed's linear": linear, "lab linear": probes.get("linear_acc"),
+            "course linear": linear, "lab linear": probes.get("linear_acc"),
             "k-NN cosine": (knn.get("cosine") or {}).get("accuracy"), "AUC per class": anomaly.get("class_auc_mean")}
     lines += ["", f"{head}# Does a robust invariance loss help?", "",
               "Each variant's runs against its MSE run (differences in points; AUC in hundredths):", "",
-              "| variant | invariance loss | seed's linear | lab linear | k-NN cosine | AUC per class held out |",
+              "| variant | invariance loss | course linear | lab linear | k-NN cosine | AUC per class held out |",
               "| --- | --- | --- | --- | --- | --- |"]
     verdicts = []
     for variant, by_loss in measures.items():
@@ -620,8 +623,8 @@ def seed_report(rows: list[dict], machine: str = "", level: int = 1) -> str:
 
 
 def report_rows(runs: Sequence[Any], settings: AnalysisSettings | None = None, *, compute: bool = True,
-                progress: Progress | None = None) -> list[dict]:
-    """The rows `seed_report` takes, for finished runs (their evaluations computed when `compute`)."""
+                progress: OnMessage | None = None) -> list[dict]:
+    """The rows `course_report` takes, for finished runs (their evaluations computed when `compute`)."""
     from core.probes import summary
 
     rows = []
@@ -640,17 +643,19 @@ def report_rows(runs: Sequence[Any], settings: AnalysisSettings | None = None, *
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m core.analyses RUN_DIR ...`: compute (or reuse) every evaluation, print the numbers and
-    optionally write the report against seed 003."""
-    p = argparse.ArgumentParser(prog="python -m core.analyses", description="Seed 003's evaluations of finished "
-                                "runs (linear probe, k-NN, anomaly AUC, neighbour grids, eigenmaps); cached with "
-                                "each run.")
+    optionally write the report against the VICReg course study."""
+    from core.cli import threads
+
+    p = argparse.ArgumentParser(prog="python -m core.analyses",
+                                description="The VICReg course's evaluations of finished runs (linear probe, "
+                                "k-NN, anomaly AUC, neighbour grids, eigenmaps); cached with each run.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--bank", type=int, default=AnalysisSettings.bank, metavar="N",
                    help="training images for the probes and banks (0: all)")
     p.add_argument("--test", type=int, default=0, metavar="N", help="test images (0: all)")
     p.add_argument("--report", type=Path, default=None, metavar="FILE", help="write the markdown report here")
     p.add_argument("--force", action="store_true", help="recompute even what is cached")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=threads, default=None, help="CPU threads for torch")
     args = p.parse_args(argv)
     from core.runs import RunFormatError, open_run
 
@@ -673,13 +678,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         runs.append(run)
         anomaly = results["anomaly"]
-        print(f"{run.run_id}  seed-linear {_pct(results['seed-linear']['accuracy'])}  k-NN euclidean "
+        print(f"{run.run_id}  course-linear {_pct(results['course-linear']['accuracy'])}  k-NN euclidean "
               f"{_pct(results['knn']['euclidean']['accuracy'])} cosine {_pct(results['knn']['cosine']['accuracy'])}  "
               f"AUC {_num(anomaly.get('auc'))} ({anomaly.get('in')} vs {anomaly.get('out')})  per class "
               f"{_num(anomaly.get('class_auc_mean'))}", flush=True)
     if args.report is not None and runs:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(seed_report(report_rows(runs, settings), machine_text()), encoding="utf-8")
+        args.report.write_text(course_report(report_rows(runs, settings), machine_text()), encoding="utf-8")
         print(f"wrote {args.report}", file=sys.stderr)
     return status
 

@@ -27,10 +27,10 @@ Saturation, hue and grayscale act on colour (3-channel) images only; on one chan
 Randomness: `draw` takes a torch.Generator (a `Batch.generator(stream)`, seeded by (seed, stream, step)),
 so a step's views are the same however the run was stopped and resumed, and on any number of ranks.
 
-Recipes (`RECIPES`, a pair of per-view settings; shared/notes/families.md, section (c)):
+Recipes (`RECIPES`, a pair of per-view settings; Bardes et al. 2022 and solo-learn's CIFAR configuration):
   cifar     solo-learn's CIFAR VICReg: crop (0.2, 1), jitter (0.4, 0.4, 0.2, 0.1) p 0.8, gray 0.2, no blur,
             solarise 0.1, flip 0.5, both views alike (the default)
-  course    seed 003's course recipe: the same crop, flip, jitter and gray, blur (3 taps) p 0.5, no solarise
+  course    the VICReg course's recipe: the same crop, flip, jitter and gray, blur (3 taps) p 0.5, no solarise
   official  the ImageNet recipe, asymmetric: blur p 1.0 / 0.1, solarise p 0.0 / 0.2 (blur kernel 3 at 32 px)
   crop_flip crop and flip only (for digits and other images where colour does not vary)
 """

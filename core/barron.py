@@ -1,4 +1,4 @@
-"""Barron's VAE experiment (Barron 2019, "A General and Adaptive Robust Loss Function", §VAE; seed 001):
+"""Barron's VAE experiment (Barron 2019, "A General and Adaptive Robust Loss Function", §VAE):
 the 12-run grid of representations × distributions, its ELBO table beside Barron's, and the report.
 
     .venv/bin/python -m core.barron --dataset fashion_mnist --epochs 5 --limit-train 10000 --width 8 \\
@@ -55,7 +55,7 @@ DISTRIBUTIONS = ("normal", "cauchy", "students_t", "general")
 COLOUR_OF = {"pixels": "rgb", "dct": "yuv", "wavelet": "yuv"}  # Barron's pairing, for colour images
 TITLE = {"pixels": "pixels", "dct": "DCT", "wavelet": "CDF 9/7 wavelets", "normal": "Normal", "cauchy": "Cauchy",
          "students_t": "Student's t", "general": "general (adaptive α, c)"}
-# Barron 2019, the VAE table (validation ELBO, nats per image, Celeb-A 64×64×3): as seed 001 quotes it.
+# Barron 2019, the VAE table (validation ELBO, nats per image, Celeb-A 64×64×3) (the paper's table).
 BARRON_ELBO: dict[str, dict[str, int]] = {
     "pixels": {"normal": 8662, "cauchy": 9602, "students_t": 10177, "general": 10240},
     "dct": {"normal": 31837, "cauchy": 31295, "students_t": 32804, "general": 32806},
@@ -111,6 +111,8 @@ def cell_of(config: dict) -> tuple[str, str] | None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from core.cli import comma_list, threads
+
     p = argparse.ArgumentParser(
         prog="python -m core.barron",
         description="Barron's VAE experiment: train the grid of representations × distributions through "
@@ -122,16 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, metavar="W", help="network channels (default the VAE's)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N")
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seeds", default="0", metavar="S[,S...]")
+    p.add_argument("--seeds", type=comma_list(int), default=[0], metavar="S[,S...]")
     p.add_argument("--likelihood-rate", default="auto", metavar="K|auto",
                    help="k of the likelihoods' parameters (core.losses.likelihoods); auto: 50,000 / the run's "
                         "steps, the room Barron's 50,000 steps gave them; 1: Barron's parameterisation as is")
-    p.add_argument("--representations", default=",".join(REPRESENTATIONS), metavar="R[,R...]")
-    p.add_argument("--distributions", default=",".join(DISTRIBUTIONS), metavar="D[,D...]")
+    p.add_argument("--representations", type=comma_list(str), default=list(REPRESENTATIONS), metavar="R[,R...]")
+    p.add_argument("--distributions", type=comma_list(str), default=list(DISTRIBUTIONS), metavar="D[,D...]")
     p.add_argument("--study", default=None, metavar="NAME", help="default barron-<dataset>-e<epochs>[-n<limit>]")
     p.add_argument("--runs-root", type=Path, default=None, metavar="DIR")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--threads", default=None, metavar="N")
+    p.add_argument("--threads", type=threads, default=None, metavar="N")
     p.add_argument("--probe-train", default=None, metavar="N", help="passed to core.study")
     p.add_argument("--probe-seeds", default=None, metavar="S[,S...]", help="passed to core.study")
     p.add_argument("--ship-to", type=Path, default=None, metavar="DIR")
@@ -149,15 +151,16 @@ def _steps(dataset: str, limit: int | None, batch: int, epochs: int) -> int:
 def study_argvs(args: argparse.Namespace, study: str, root: Path, folder: Path, channels: int,
                 rate: float) -> list[list[str]]:
     """core.study's command lines for the grid: one per colour space (a grey dataset has one)."""
-    reps = [r for r in REPRESENTATIONS if r in args.representations.split(",")]
-    dists = [d for d in DISTRIBUTIONS if d in args.distributions.split(",")]
+    reps = [r for r in REPRESENTATIONS if r in args.representations]
+    dists = [d for d in DISTRIBUTIONS if d in args.distributions]
     groups: dict[str | None, list[str]] = {}
     for rep in reps:
         groups.setdefault(COLOUR_OF[rep] if channels == 3 else None, []).append(rep)
     out = []
     for colour, members in groups.items():
         argv = ["--dataset", args.dataset, "--losses", "mse", "--latent-dims", str(args.latent_dim),
-                "--epochs", str(args.epochs), "--seeds", args.seeds, "--study", study, "--runs-root", str(root),
+                "--epochs", str(args.epochs), "--seeds", ",".join(map(str, args.seeds)), "--study", study,
+                "--runs-root", str(root),
                 "--out", str(folder), "--no-report",
                 "--with", f"representation={','.join(members)}", "--with", f"distribution={','.join(dists)}",
                 "--with", f"likelihood_rate={rate:g}"]
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataset not in datasets.DATASET_NAMES:
         p.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(datasets.DATASET_NAMES)}")
     for name, allowed in (("representations", REPRESENTATIONS), ("distributions", DISTRIBUTIONS)):
-        wrong = [v for v in getattr(args, name).split(",") if v not in allowed]
+        wrong = [v for v in getattr(args, name) if v not in allowed]
         if wrong:
             p.error(f"--{name}: unknown {', '.join(wrong)}; choose from {', '.join(allowed)}")
     channels = datasets.dataset_info(args.dataset).image_shape[0]
@@ -237,10 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {
         "command": "python -m core.barron " + " ".join(sys.argv[1:] if argv is None else list(argv)),
         "settings": {"dataset": args.dataset, "families": ["vae"], "losses": ["mse"], "latent_dims": [args.latent_dim],
-                     "epochs": args.epochs, "seeds": [int(s) for s in args.seeds.split(",")], "loss_alpha": None,
+                     "epochs": args.epochs, "seeds": args.seeds, "loss_alpha": None,
                      "limit_train": args.limit_train, "batch_size": args.batch_size, "lr": args.lr, "beta": None,
-                     "width": args.width, "with": {"representation": args.representations.split(","),
-                                                   "distribution": args.distributions.split(","),
+                     "width": args.width, "with": {"representation": args.representations,
+                                                   "distribution": args.distributions,
                                                    "likelihood_rate": [rate]}},
         "probe_settings": ProbeSettings().to_json(), "machine": machine(), "started": started, "finished": now_iso(),
         "wall_seconds": round(time.perf_counter() - clock, 1), "outcomes": outcomes,

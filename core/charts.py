@@ -26,7 +26,7 @@ script releases (WEBGL_lose_context) the context of every canvas that has left t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "class_colours",
     "family_colour",
     "figure_json",
+    "lambda_lines",
     "loss_colour",
     "probe_bars",
     "report_html",
@@ -127,9 +128,18 @@ def probe_bars(bars: Sequence[dict], title: str, *, accuracy: bool, subtitle: st
     layout = {"title": _title(title, subtitle), "height": CHART_HEIGHT, "margin": _MARGIN, "barmode": "group",
               "bargap": 0.25, "showlegend": len(families) > 1, "legend": _legend_on_top(),
               "yaxis": {"range": yrange, "title": {"text": title.split(" (")[0]}, "tickformat": ".2f"},
-              "xaxis": {"tickangle": -25 if len(losses) > 4 else 0, "automargin": True},
+              "xaxis": {"tickangle": -25 if len(losses) > 4 else 0, "automargin": True,
+                        "tickvals": losses, "ticktext": [_tick_text(label) for label in losses]},
               "uniformtext": {"minsize": 9, "mode": "hide"}}
     return _figure(data, layout)
+
+
+TICK_CHARACTERS = 22  # a category label's lines are cut to this (the whole label is in the hover text)
+
+
+def _tick_text(label: str) -> str:
+    return "<br>".join(line if len(line) <= TICK_CHARACTERS else line[: TICK_CHARACTERS - 1] + "…"
+                       for line in str(label).split("<br>"))
 
 
 def sweep_lines(series: dict[str, dict], title: str, *, ylabel: str = "accuracy", subtitle: str = "") -> Any:
@@ -151,6 +161,42 @@ def sweep_lines(series: dict[str, dict], title: str, *, ylabel: str = "accuracy"
               "xaxis": {"type": "log", "title": {"text": "latent size (floats in z)"}, "tickvals": dims,
                         "ticktext": [f"{d:,}" for d in dims]},
               "yaxis": {"title": {"text": ylabel}, "tickformat": ".2f"}}
+    return _figure(data, layout)
+
+
+LAMBDA_ZERO_AT = 1e-4  # where λ = 0 (the unsupervised autoencoder) sits on a log λ axis
+
+
+def lambda_lines(series: dict[str, list[dict]], key: str, title: str, *, ylabel: str, subtitle: str = "",
+                 chosen: Collection[str] = (), reference: tuple[float, str] | None = None) -> Any:
+    """`key` against the class penalty's λ, a line per label (e.g. per bottleneck) of score rows
+    {"run_id", "lambda", key}, λ ascending on a log axis with λ = 0 drawn at LAMBDA_ZERO_AT and labelled 0;
+    the rows in `chosen` drawn as stars; `reference` (value, text) a dotted line."""
+    data = []
+    for label, rows in series.items():
+        rows = sorted(rows, key=lambda r: r["lambda"])
+        data.append({
+            "type": "scatter", "mode": "lines+markers", "name": label,
+            "x": [max(r["lambda"], LAMBDA_ZERO_AT) for r in rows], "y": [r[key] for r in rows],
+            "customdata": [r["lambda"] for r in rows],
+            "marker": {"symbol": ["star" if r["run_id"] in chosen else "circle" for r in rows],
+                       "size": [14 if r["run_id"] in chosen else 8 for r in rows]},
+            "hovertemplate": f"{label}<br>λ = %{{customdata:g}}: %{{y:.4f}}<extra></extra>",
+        })
+    lambdas = sorted({max(r["lambda"], LAMBDA_ZERO_AT) for rows in series.values() for r in rows})
+    # the legend inside, bottom right: both curves rise with λ, and a half-width chart has no room above
+    layout = {"title": _title(title, subtitle), "height": CHART_HEIGHT, "margin": _MARGIN,
+              "legend": {"x": 1, "xanchor": "right", "y": 0.02, "yanchor": "bottom",
+                         "bgcolor": "rgba(255,255,255,0.8)"},
+              "xaxis": {"type": "log", "title": {"text": "λ (log scale; 0 drawn at the left)"}, "tickvals": lambdas,
+                        "ticktext": ["0" if v == LAMBDA_ZERO_AT else f"{v:g}" for v in lambdas]},
+              "yaxis": {"title": {"text": ylabel}}}
+    if reference is not None:
+        value, text = reference
+        layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": value, "y1": value,
+                             "line": {"dash": "dot", "color": "#555", "width": 1}}]
+        layout["annotations"] = [{"xref": "paper", "x": 0, "xanchor": "left", "y": value, "yanchor": "bottom",
+                                  "text": text, "showarrow": False, "font": {"size": 11, "color": "#555"}}]
     return _figure(data, layout)
 
 

@@ -1,5 +1,5 @@
 """The class-penalty study's evaluation: λ chosen on a validation split, the classifier on the latents, and
-the baselines on raw pixels (the user's KMNIST study; any image set the lab knows).
+the baselines on raw pixels (a KMNIST study; any image set the lab knows).
 
 For each run of the class-penalised autoencoder (core/families/class_ae.py):
 
@@ -29,7 +29,7 @@ from core.probes import LatentSet, ProbeSettings, encode_split, seed_mlp_probe
 __all__ = ["STUDY_NUMBERS", "choose_lambda", "evaluate_run", "pixel_baselines", "report_section"]
 
 EVALUATION = "class_penalty"
-# The user's study (KMNIST, bottleneck 10 unless said, MLP classifier on the latents).
+# The study's settings (KMNIST, bottleneck 10 unless said, MLP classifier on the latents).
 STUDY_NUMBERS = {
     "accuracy_at_lambda_0.001": 0.6438,
     "peak_accuracy": 0.9242,

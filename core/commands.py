@@ -22,9 +22,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.paths import REPO
+
 __all__ = ["REPO", "FixStep", "fix_steps", "pasteable", "python_prefix", "split_message"]
 
-REPO = Path(__file__).resolve().parents[1]
 
 # `python -m core.x …` as the lab's modules write it: a bare or a path-qualified python (3), then -m core.
 _PYTHON_M = re.compile(r"(?:(?:\S*/)?python3?(?:\.\d+)?|\.venv/bin/python)\s+-m\s+core\.")

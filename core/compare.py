@@ -3,7 +3,7 @@
 Data: `list_studies()` groups runs by their config's "study"; `results_table(runs)` gives one row per run
 (family, model, loss, latent size, seed, the representation probed, probe accuracy and cross-entropy,
 validation numbers and the family's own metrics, timings), `columns(rows)` the table's columns;
-`aggregate(rows, metric)` folds training seeds into mean ± standard deviation per family, loss and latent
+`aggregate(rows, metric)` folds training seeds into mean ± standard deviation per family, model, loss and latent
 size; `sweep(rows, metric)` the metric against latent size per loss and family. What the models draw,
 each through its family (a view a family cannot offer is left out): `reconstructions` (the same
 validation images decoded under each run), `prior_samples` (each run's prior, where it has one),
@@ -347,12 +347,13 @@ def table_csv(rows: Sequence[dict], names: Sequence[str] | None = None) -> str:
     return out.getvalue()
 
 
-AGGREGATE_BY = ("family", "loss_label", "latent_dim")
+AGGREGATE_BY = ("family", "model", "loss_label", "latent_dim")
 
 
 def aggregate(rows: Sequence[dict], metric: str = "mlp_acc", by: Sequence[str] = AGGREGATE_BY) -> list[dict]:
-    """Fold rows with the same `by` values (by default the same family, loss and latent size, i.e. the
-    training seeds of one setting): the mean of `metric`, its error and what the error is over.
+    """Fold rows with the same `by` values (by default the same family, model, loss and latent size, i.e.
+    the training seeds of one setting: runs of a swept setting, such as the class penalty's λ, stay apart):
+    the mean of `metric`, its error and what the error is over.
 
     Several runs: standard deviation over them (ddof 1). One run: the MLP probe's standard deviation over
     its probe seeds (metric mlp_acc / mlp_ce), else no error. Rows lacking the metric are left out. Each
@@ -380,12 +381,16 @@ def aggregate(rows: Sequence[dict], metric: str = "mlp_acc", by: Sequence[str] =
 
 def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
     """`metric` against latent size, per loss and family: {label: {"loss", "family", "dims", "mean", "error"}},
-    dims ascending; the label is the loss, with the family's title when the rows hold several families."""
+    dims ascending; the label is the loss, with the family's title when the rows hold several families and
+    the model's label when a family has several models per loss and size."""
     items = sorted(aggregate(rows, metric), key=lambda r: (_family_order(r["family"]), r["latent_dim"]))
     several = len({r["family"] for r in items}) > 1
+    settings = [(r["family"], r["loss_label"], r["latent_dim"]) for r in items]
+    models = len(settings) > len(set(settings))  # several models per loss and size: a swept setting
     out: dict[str, dict] = {}
     for item in items:
         label = f"{item['loss_label']} · {item['family_title']}" if several else item["loss_label"]
+        label = f"{label} · {item['model']}" if models else label
         series = out.setdefault(label, {"loss": item["loss"], "family": item["family"], "dims": [], "mean": [],
                                         "error": [], "error_over": set()})
         series["dims"].append(item["latent_dim"])

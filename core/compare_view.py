@@ -285,6 +285,21 @@ def grid_label(row: dict, several_families: bool) -> str:
     return f"{row['family_title']} · {row['loss_label']}" if several_families else row["loss_label"]
 
 
+def distinct_model_labels(models: Sequence[str]) -> dict[str, str]:
+    """Model labels without the settings they all share: "VICReg (small conv, D=64, μ=0)" beside
+    "VICReg (small conv, D=64)" reads "VICReg (μ=0)" and "VICReg"."""
+    parsed = {}
+    for model in dict.fromkeys(models):
+        head, bracket, rest = str(model).partition(" (")
+        parsed[model] = (head, [p.strip() for p in rest.removesuffix(")").split(", ")] if bracket else [])
+    common = set.intersection(*(set(parts) for _, parts in parsed.values())) if parsed else set()
+    out = {}
+    for model, (head, parts) in parsed.items():
+        kept = [p for p in parts if p not in common]
+        out[model] = f"{head} ({', '.join(kept)})" if kept else head
+    return out
+
+
 def probe_bars(rows: Sequence[dict], metric: str, latent: int) -> Any | None:
     """The metric per loss at one latent size, a bar per family (core.charts.probe_bars); None without data."""
     from core import charts
@@ -292,6 +307,10 @@ def probe_bars(rows: Sequence[dict], metric: str, latent: int) -> Any | None:
     bars = [b for b in compare.aggregate(rows, metric) if b["latent_dim"] == latent]
     if not bars:
         return None
+    settings = [(b["family"], b["loss_label"]) for b in bars]
+    if len(settings) > len(set(settings)):  # several models per loss (a swept setting): a bar each, named
+        short = distinct_model_labels([b["model"] for b in bars])
+        bars = [{**b, "loss_label": f"{short[b['model']]}<br>{b['loss_label']}"} for b in bars]
     title, _ = compare.METRICS[metric]
     over = sorted({b["error_over"] for b in bars})
     return charts.probe_bars(bars, title, accuracy=metric.endswith("_acc"),
@@ -299,11 +318,11 @@ def probe_bars(rows: Sequence[dict], metric: str, latent: int) -> Any | None:
 
 
 def sweep_chart(rows: Sequence[dict], metric: str) -> Any | None:
-    """The metric against latent size per loss and family; None with fewer than two latent sizes."""
+    """The metric against latent size per loss and family; None when no series has two latent sizes."""
     from core import charts
 
     series = compare.sweep(rows, metric)
-    if len({d for s in series.values() for d in s["dims"]}) < 2:
+    if not any(len(s["dims"]) > 1 for s in series.values()):  # no line: every series is one latent size
         return None
     title, _ = compare.METRICS[metric]
     over = sorted({s["error_over"] for s in series.values()})
@@ -312,8 +331,11 @@ def sweep_chart(rows: Sequence[dict], metric: str) -> Any | None:
 
 
 def _labels(rows: Sequence[dict], several_families: bool) -> dict[str, str]:
-    """Row labels by run id, made unique with the seed (and run id) where two runs would share one."""
+    """Row labels by run id, made unique with the model's label, then the seed, where two runs would share one."""
     labels = {r["run_id"]: grid_label(r, several_families) for r in rows}
+    repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    labels = {run_id: f"{r['model']} · {labels[run_id]}" if labels[run_id] in repeated and r.get("model") else
+              labels[run_id] for run_id, r in ((r["run_id"], r) for r in rows)}
     repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
     return {r["run_id"]: f"{labels[r['run_id']]} · seed {r['seed']}" if labels[r["run_id"]] in repeated
             else labels[r["run_id"]] for r in rows}

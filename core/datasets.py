@@ -76,6 +76,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.paths import REPO
+
 __all__ = [
     "DATASETS",
     "DATASET_NAMES",
@@ -95,7 +97,6 @@ __all__ = [
     "split_sizes",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0  # the validation carve-out; never change it, runs record it
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

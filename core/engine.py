@@ -3,9 +3,9 @@ into its directory.
 
     data = load_training_data(config, device)      # uint8 tensors on the device, loaded once
     run = create_run({**config, "split": data.split})
-    result = train(run, data=data)                 # -> TrainResult(state, epoch, global_step, message)
+    result = run_training(run, data=data)          # -> TrainResult(state, epoch, global_step, message)
 
-`train(run)` also continues a run that has a checkpoint (`--resume`): it picks up at the exact step it
+`run_training(run)` also continues a run that has a checkpoint (`--resume`): it picks up at the exact step it
 was saved at and reproduces the uninterrupted run (bit for bit on a CPU with the same thread count).
 
 How a step works (no DataLoader, no host round trip):
@@ -76,7 +76,7 @@ __all__ = [
     "build_optimizer",
     "epoch_permutation",
     "load_training_data",
-    "train",
+    "run_training",
 ]
 
 EMBEDDING_IMAGE_BYTES = 16 * 1024 * 1024  # images are saved with the embeddings up to this size
@@ -652,7 +652,7 @@ class _Trainer:
         self.ctx.barrier()
 
 
-def train(run: Run, *, data: TrainingData | None = None, device: str | torch.device | None = None,
+def run_training(run: Run, *, data: TrainingData | None = None, device: str | torch.device | None = None,
           compile: bool | None = None, dist_ctx: DistContext | None = None, stop: StopSignal | None = None,
           on_progress: Callable[[dict], None] | None = None, log_every: int | None = None) -> TrainResult:
     """Train `run` (continuing from its checkpoint if it has one) and return how it ended.

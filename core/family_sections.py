@@ -155,28 +155,20 @@ def class_penalty_scores(c: Comparison) -> list[dict]:
 
 
 def class_penalty_figures(scores: list[dict]) -> list[Any]:
-    """Accuracy against λ and test MSE against λ, one line per bottleneck (λ on a symmetric-log axis: 0 is
-    the unsupervised autoencoder)."""
-    import plotly.graph_objects as go
-
+    """Test accuracy against λ and test MSE against λ, a line per bottleneck, λ chosen on validation
+    starred (λ = 0 is the unsupervised autoencoder)."""
+    from core import charts
     from core.class_penalty import choose_lambda
 
     chosen = {row["run_id"] for row in choose_lambda(scores).values()}
-    figures = []
-    for key, title in (("test_accuracy", "classifier accuracy on the test split"), ("test_mse", "test MSE")):
-        fig = go.Figure()
-        for b in sorted({s["bottleneck"] for s in scores}):
-            rows = sorted((s for s in scores if s["bottleneck"] == b), key=lambda s: s["lambda"])
-            fig.add_trace(go.Scatter(x=[max(s["lambda"], 1e-4) for s in rows], y=[s[key] for s in rows],
-                                     mode="lines+markers", name=f"bottleneck {b}",
-                                     marker={"symbol": ["star" if s["run_id"] in chosen else "circle" for s in rows],
-                                             "size": [13 if s["run_id"] in chosen else 8 for s in rows]}))
-        if key == "test_accuracy":
-            fig.add_hline(y=0.9242, line_dash="dot", annotation_text="the study's peak (KMNIST) 0.9242")
-        fig.update_layout(title=f"{title} against λ (★: chosen on validation)", xaxis_type="log",
-                          xaxis_title="λ (λ = 0 drawn at 1e-4)", yaxis_title=title, legend={"orientation": "h"})
-        figures.append(fig)
-    return figures
+    series = {f"bottleneck {b}": [s for s in scores if s["bottleneck"] == b]
+              for b in sorted({s["bottleneck"] for s in scores})}
+    subtitle = "test split · ★ λ chosen on the validation split"
+    return [charts.lambda_lines(series, "test_accuracy", "Classifier accuracy against λ", ylabel="accuracy",
+                                subtitle=subtitle, chosen=chosen,
+                                reference=(0.9242, "the study's peak (KMNIST) 0.9242")),
+            charts.lambda_lines(series, "test_mse", "Reconstruction error against λ", ylabel="test MSE",
+                                subtitle=subtitle, chosen=chosen)]
 
 
 def _class_penalty_blocks(c: Comparison, choices: dict) -> list:

@@ -111,11 +111,17 @@ def _probe_seeds(folder: Path) -> int:
         return 0
 
 
+def _losses_compared(results: Path) -> int:
+    return len({r.get("loss") for r in read_results(results) if r.get("state") in (None, "finished")})
+
+
 def headline(root: Path | None = None) -> Headline | None:
-    """The first shipped study's headline (studies under `root`/studies, default checkpoints/), or None
-    when there is none or its results.csv holds no probe accuracy."""
+    """The headline of the shipped study (under `root`/studies, default checkpoints/) that compares the
+    most reconstruction losses (the lab's subject; ties by name), or None when no results.csv holds a
+    probe accuracy."""
     folder = (Path(root) if root is not None else checkpoints_root()) / STUDIES_DIR
-    for results in sorted(folder.glob("*/results.csv")):
+    studies = sorted(folder.glob("*/results.csv"))
+    for results in sorted(studies, key=lambda f: (-_losses_compared(f), f.parent.name)):
         rows = [r for r in read_results(results) if r.get("state") in (None, "finished")]
         found = next(((c, s, m) for c, s, m in _METRICS if any(isinstance(r.get(c), float) for r in rows)), None)
         if found is None:

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.paths import REPO
 from core.runs import (
     Run,
     RunFormatError,
@@ -84,7 +85,6 @@ __all__ = [
     "wait_for",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 LOG_NAME = "train.log"
 LAUNCH_NAME = "launch.json"
 ACTIVE_STATES = ("starting", "running", "stopping")

@@ -1,6 +1,7 @@
 """Multidimensional scaling that scales to 10,000+ points: classical, landmark, and metric (SMACOF).
 
-    classical_mds(distances, dims)              from an (n, n) distance matrix (double centring)
+    classical_mds(distances, dims)              from an (n, n) distance matrix (double centring): the textbook
+                                                form, kept as the reference the tests hold the next one to
     classical_mds_points(points, dims)          the same for Euclidean points, in O(n d²)
     landmark_mds(points, dims, landmarks, seed) de Silva & Tenenbaum's landmark MDS, O(n m d)
     smacof(points, start, landmarks, ...)       metric MDS: stress majorisation from a start layout
@@ -26,11 +27,10 @@ classical start 0.94), so the default start is classical MDS, rescaled to fit th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
+from core.callbacks import OnProgress
 from core.neighbourhood import as_tensor, chunk_rows, distances, squared_distances
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 MDS_STARTS = ("classical", "landmark", "random")
-Progress = Callable[[float, str], None]
 
 
 def _top_eigen(b: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +151,7 @@ def _optimal_scale(dl: torch.Tensor, coords: torch.Tensor, lm_idx: torch.Tensor)
 
 
 def smacof(points: torch.Tensor, start: torch.Tensor, *, landmarks: int = 1000, max_iter: int = 60,
-           tol: float = 1e-4, seed: int = 0, progress: Progress | None = None,
+           tol: float = 1e-4, seed: int = 0, progress: OnProgress | None = None,
            check_every: int = 5, block_bytes: int = 8 * 2**20) -> tuple[torch.Tensor, list[float], int]:
     """Metric MDS by stress majorisation from `start` (n, dims), with pairs restricted to m landmarks.
 
@@ -227,7 +226,7 @@ def normalized_stress(points: np.ndarray | torch.Tensor, coords: np.ndarray | to
 
 def mds(points: np.ndarray | torch.Tensor, dims: int = 3, seed: int = 0, *, start: str = "classical",
         max_iter: int = 60, landmarks: int = 1000, tol: float = 1e-4, device: torch.device | str | None = None,
-        progress: Progress | None = None) -> tuple[torch.Tensor, dict]:
+        progress: OnProgress | None = None) -> tuple[torch.Tensor, dict]:
     """Metric MDS of `points` into `dims` dimensions: a start layout, then `max_iter` SMACOF steps.
 
     start: "classical" (exact, via the SVD identity), "landmark" (landmark MDS on `landmarks` points)

@@ -9,7 +9,7 @@ counted and reported.
 
 Three probes, each reporting test accuracy and cross-entropy (mean −log p(y | x), in nats):
 
-- MLP (the classifier of the user's robust-loss VAE study, "Does implying robust loss always help?"):
+- MLP (the classifier of the reference robust-loss VAE study):
   an `MLPClassifier` (one hidden layer) on reparametrised samples
   z = μ + σ·ε, ε ~ N(0, I), drawn afresh every epoch; scored on one seeded sample per test image.
   Repeated over several seeds (initialisation, batch order, ε), mean and standard deviation reported.
@@ -164,7 +164,7 @@ def _num_classes(train: LatentSet, test: LatentSet, num_classes: int | None) -> 
 
 def mlp_probe(train: LatentSet, test: LatentSet, num_classes: int | None = None,
               settings: ProbeSettings | None = None) -> dict:
-    """The user's first study's probe: an MLP on z, and for a family with a posterior variance (a VAE) on
+    """The reference study's probe: an MLP on z, and for a family with a posterior variance (a VAE) on
     samples z = μ + σ·ε (ε redrawn each epoch, one seeded sample per test image), as that study did.
 
     Inputs are standardised by the mean and std of the training z. Returns mean and std over

@@ -4,6 +4,7 @@
     compute(points, method, dims, seed, **options) -> (coords, info)      the raw layout, no display options
     display_coords(coords, scale, hide_outliers) -> (n, dims)             hidden points are NaN rows
     embedding_points(embeddings, source, seed) -> (n, d)                  z (μ), z_q, or a sample z = μ + σ ε
+    key_points(embeddings, source, seed) -> (n, d')                       what the cache key hashes
     run_projection(run, method, ...) -> Projection                        cached as projections/<method>-<key>
     projection_quality(points, coords, labels) -> {trustworthiness, knn_agreement, ...}
 
@@ -14,9 +15,9 @@ Methods (their options, with defaults, in METHOD_OPTIONS):
 
 Display options are applied after the (cached) layout, so changing them costs nothing: `scale`
 "ball" fits the visible points into the unit ball, "sphere" puts each one on the unit sphere (its
-direction from the centre), as the user's robust-loss VAE study ("Does implying robust loss always
-help?") showed its MDS plots; `hide_outliers` hides that fraction of
-points farthest from the layout's median. Hidden rows become NaN, so rows still line up with labels.
+direction from the centre), as the reference robust-loss VAE study showed its MDS plots;
+`hide_outliers` hides that fraction of points farthest from the layout's median. Hidden rows become
+NaN, so rows still line up with labels.
 
 The cache key hashes the method, its options (defaults filled in), dims, seed, the embedding source and
 the embedding values themselves, so a retrained run never serves a stale layout.
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.callbacks import OnProgress
 from core.device import resolve_device
 from core.mds import MDS_STARTS, classical_mds_points, mds
 from core.neighbourhood import as_tensor, knn_label_agreement, trustworthiness
@@ -50,6 +52,7 @@ __all__ = [
     "compute",
     "display_coords",
     "embedding_points",
+    "key_points",
     "method_options",
     "outlier_mask",
     "project",
@@ -86,7 +89,6 @@ METHOD_OPTIONS: dict[str, dict[str, tuple[Any, type, Callable[[Any], bool], str]
     },
 }
 
-Progress = Callable[[float, str], None]
 
 
 def method_options(method: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -119,7 +121,7 @@ def _check_dims(dims: int) -> int:
 
 
 def compute(points: np.ndarray | torch.Tensor, method: str, dims: int = 3, seed: int = 0, *,
-            progress: Progress | None = None, device: torch.device | str | None = None,
+            progress: OnProgress | None = None, device: torch.device | str | None = None,
             **options: Any) -> tuple[np.ndarray, dict]:
     """The raw layout of `points` (n, d) by `method`: (coords (n, dims) float32, info).
 
@@ -186,7 +188,7 @@ def display_coords(coords: np.ndarray, scale: str = "none", hide_outliers: float
 
 
 def project(points: np.ndarray | torch.Tensor, method: str, dims: int = 3, seed: int = 0, *, scale: str = "none",
-            hide_outliers: float = 0.0, progress: Progress | None = None,
+            hide_outliers: float = 0.0, progress: OnProgress | None = None,
             device: torch.device | str | None = None, **options: Any) -> np.ndarray:
     """Project `points` (n, d) to (n, dims) with `method` in pca | mds | tsne, then apply the display
     options (`scale`, `hide_outliers`; hidden rows are NaN). Deterministic for a seed on the CPU."""
@@ -210,7 +212,7 @@ def sources(embeddings: dict[str, torch.Tensor]) -> list[str]:
 def embedding_points(embeddings: dict[str, torch.Tensor], source: str = "z", seed: int = 0) -> np.ndarray:
     """The points to project: the representation z (a VAE's posterior means μ), another stored
     representation, or one reparametrised sample z = μ + exp(½ log σ²) ε, ε ~ N(0, I) drawn with `seed`
-    (what the user's first study fed its classifier and plots)."""
+    (what the reference robust-loss VAE study fed its classifier and plots)."""
     if source not in sources(embeddings):
         raise ValueError(f"unknown embedding source {source!r}; use one of {', '.join(sources(embeddings))}")
     if source != SAMPLE:
@@ -219,6 +221,17 @@ def embedding_points(embeddings: dict[str, torch.Tensor], source: str = "z", see
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(mu.shape, generator=g)
     return (mu + torch.exp(0.5 * embeddings["logvar"].float()) * eps).numpy()
+
+
+def key_points(embeddings: dict[str, torch.Tensor], source: str = "z", seed: int = 0) -> np.ndarray:
+    """What a layout's cache key hashes for its points: the points themselves for a stored
+    representation; for a sample, the stored [μ, log σ²] it is drawn from (the seed is in the key).
+
+    torch.randn picks its kernel by CPU (AVX2, AVX-512, scalar), so the drawn ε, and a hash of it,
+    differ between machines; the stored inputs do not, and a shipped cache stays a hit everywhere."""
+    if source != SAMPLE:
+        return embedding_points(embeddings, source, seed)
+    return torch.cat([embeddings["z"].float(), embeddings["logvar"].float()], dim=1).numpy()
 
 
 def _digest(points: np.ndarray) -> str:
@@ -272,7 +285,7 @@ class Projection:
 
 
 def run_projection(run: Any, method: str, dims: int = 3, seed: int = 0, *, source: str = "z",
-                   progress: Progress | None = None, device: torch.device | str | None = None,
+                   progress: OnProgress | None = None, device: torch.device | str | None = None,
                    use_cache: bool = True, measure: bool = False, compute_missing: bool = True,
                    into: Path | None = None, **options: Any) -> Projection | None:
     """The layout of `run`'s validation embeddings (a core.runs.Run), from its cache when there.
@@ -288,7 +301,7 @@ def run_projection(run: Any, method: str, dims: int = 3, seed: int = 0, *, sourc
     points = embedding_points(emb, source, seed)
     labels = emb["labels"].numpy().astype(np.int64)
     index = emb["index"].numpy().astype(np.int64) if "index" in emb else np.arange(len(labels))
-    key = projection_key(method, dims, seed, opts, source, points)
+    key = projection_key(method, dims, seed, opts, source, key_points(emb, source, seed))
     cached = run.load_projection(method, key) if use_cache else None
     whole = cached is not None and "seconds" in cached and all(t.numel() == 1 for k, t in cached.items()
                                                                if k == "seconds" or k.startswith("quality_"))

@@ -55,6 +55,14 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _recon(value) -> str:
+    """A validation reconstruction loss: a sum over pixels (tens, hundreds) to 0.1, a mean per pixel
+    (hundredths) to 3 significant digits."""
+    if isinstance(value, float) and abs(value) < 1:
+        return f"{value:.3g}"
+    return _fmt(value, 1)
+
+
 # The families' own columns, in the table when a row holds them: key -> (title, digits).
 _FAMILY_COLUMNS = {"val_kl": ("val KL", 1), "active_units": ("active units", 3), "val_commit": ("val commit", 3),
                    "val_codes_used": ("codes used", 3)}
@@ -63,7 +71,7 @@ _FAMILY_COLUMNS = {"val_kl": ("val KL", 1), "active_units": ("active units", 3),
 def _markdown_table(rows: list[dict]) -> str:
     """The results as a Markdown table: the model (when several), loss, latent size, seed, the probes, the
     validation reconstruction, the families' own metrics that the rows hold, and the training time."""
-    several = len({r.get("family") for r in rows}) > 1
+    several = len({r.get("model") for r in rows}) > 1
     extra = [k for k in _FAMILY_COLUMNS if any(r.get(k) is not None for r in rows)]
     head = (["model"] if several else []) + ["loss", "latent", "seed", "MLP acc", "MLP CE", "linear acc",
                                              "linear CE", "k-NN acc (k)", "k-NN CE", "val recon"]
@@ -75,7 +83,7 @@ def _markdown_table(rows: list[dict]) -> str:
         knn = f"{_fmt(r['knn_acc'])} ({r['knn_k']})" if r["knn_acc"] is not None else "–"
         cells = ([r["model"]] if several else []) + [
             r["loss_label"], str(r["latent_dim"]), str(r["seed"]), mlp, mlp_ce, _fmt(r["linear_acc"]),
-            _fmt(r["linear_ce"]), knn, _fmt(r["knn_ce"]), _fmt(r.get("val_recon"), 1)]
+            _fmt(r["linear_ce"]), knn, _fmt(r["knn_ce"]), _recon(r.get("val_recon"))]
         for key in extra:
             value = r.get(key)
             digits = _FAMILY_COLUMNS[key][1]

@@ -298,7 +298,7 @@ def collapse_view(run: Any) -> CollapseView | None:
     if not epochs:
         return None
     family = family_of(run.config)
-    series = {key: [_finite(e.get(key)) for e in epochs] for key in COLLAPSE_SERIES}
+    series = {key: [_finite_or_none(e.get(key)) for e in epochs] for key in COLLAPSE_SERIES}
     warnings = [(int(e["epoch"]), w) for e in epochs if (w := family.health(e, run.config))]
     width = None
     projector = run.config.get("projector")
@@ -309,7 +309,7 @@ def collapse_view(run: Any) -> CollapseView | None:
     return CollapseView([int(e["epoch"]) for e in epochs], series, warnings, width)
 
 
-def _finite(value: Any) -> float | None:
+def _finite_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 

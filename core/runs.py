@@ -44,6 +44,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from core.paths import REPO
+
 __all__ = [
     "FORMAT",
     "SAFE_NAME",
@@ -76,7 +78,6 @@ __all__ = [
     "write_safetensors_atomic",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 FORMAT = "robust-loss-lab/run"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)  # run format 1: the VAE-only format, read through `upgrade_config`
@@ -209,7 +210,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _finite(record: dict) -> dict:
+def _nan_to_null(record: dict) -> dict:
     """JSON has no NaN/Infinity: write them as null (and keep the lines parseable everywhere)."""
     return {k: (None if isinstance(v, float) and not (v == v and abs(v) != float("inf")) else v)
             for k, v in record.items()}
@@ -219,7 +220,7 @@ def append_jsonl(path: Path, records: dict | Iterable[dict]) -> None:
     """Append one JSON line per record. A crash may leave a torn last line; `read_jsonl` skips it."""
     if isinstance(records, dict):
         records = [records]
-    text = "".join(json.dumps(_finite(r), allow_nan=False, default=_json_default) + "\n" for r in records)
+    text = "".join(json.dumps(_nan_to_null(r), allow_nan=False, default=_json_default) + "\n" for r in records)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
@@ -429,7 +430,7 @@ class Run:
 
     def write_status(self, status: dict) -> None:
         """Replace status.json (atomically); `updated` is stamped here."""
-        write_json_atomic(self.path / self.STATUS, _finite({**status, "updated": now_iso()}), durable=False)
+        write_json_atomic(self.path / self.STATUS, _nan_to_null({**status, "updated": now_iso()}), durable=False)
 
     def history(self, kind: str | None = None) -> list[dict]:
         """history.jsonl's records (kind "step" or "epoch" to filter). Damaged lines are skipped (see
@@ -443,7 +444,7 @@ class Run:
     def truncate_history(self, keep: Callable[[dict], bool]) -> None:
         """Rewrite history keeping the records `keep` accepts (resume drops what came after its checkpoint)."""
         kept = [r for r in self.history() if keep(r)]
-        text = "".join(json.dumps(_finite(r), allow_nan=False) + "\n" for r in kept)
+        text = "".join(json.dumps(_nan_to_null(r), allow_nan=False) + "\n" for r in kept)
         with _atomic(self.path / self.HISTORY) as tmp:
             tmp.write_text(text, encoding="utf-8")
 

@@ -49,7 +49,7 @@ from core.report import machine, write_study
 from core.runs import RunFormatError, now_iso, open_run, runs_root, write_bytes_atomic
 from core.ship import ship
 
-# The losses of the user's first study (robust-loss VAEs on CIFAR-10).
+# The losses of the reference study (robust-loss VAEs on CIFAR-10).
 DEFAULT_LOSSES = ("mse", "cauchy", "geman_mcclure", "welsch", "smooth_l1", "general", "adaptive")
 # Config fields that do not decide what a run is (a finished run is reused whatever they say).
 _NOT_IDENTITY = ("device", "compile", "study")

@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from core.device import DeviceError, configure_threads, resolve_device
     from core.distributed import DistContext
-    from core.engine import AlreadyFinished, StopSignal, load_training_data, train
+    from core.engine import AlreadyFinished, StopSignal, load_training_data, run_training
     from core.runs import RunFormatError, RunLocked, create_run, open_run
 
     given = config_from_args(args, fields.values())
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ctx.is_main:
             print(run.path, flush=True)
         with stop.installed():
-            result = train(run, data=data, device=device, compile=args.compile, dist_ctx=ctx, stop=stop,
+            result = run_training(run, data=data, device=device, compile=args.compile, dist_ctx=ctx, stop=stop,
                            on_progress=progress, log_every=args.log_every)
     except ConfigError as exc:
         _err(exc.naming(flag_names()))

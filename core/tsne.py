@@ -32,18 +32,17 @@ initialised from PCA scaled to standard deviation 1e-4 (Kobak & Berens 2019).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from core.callbacks import OnProgress
 from core.mds import classical_mds_points
 from core.neighbourhood import as_tensor, knn
 
 __all__ = ["TSNE_INITS", "perplexity_affinities", "tsne"]
 
 TSNE_INITS = ("pca", "random")
-Progress = Callable[[float, str], None]
 
 
 def perplexity_affinities(points: torch.Tensor, perplexity: float = 30.0, k: int | None = None
@@ -91,7 +90,7 @@ def _init(points: torch.Tensor, dims: int, init: str, seed: int) -> torch.Tensor
 def tsne(points: np.ndarray | torch.Tensor, dims: int = 3, seed: int = 0, *, perplexity: float = 30.0,
          n_iter: int = 750, early_exaggeration: float = 12.0, early_iter: int = 250,
          learning_rate: float | str = "auto", negatives: int = 64, exact_below: int = 500, init: str = "pca",
-         device: torch.device | str | None = None, progress: Progress | None = None,
+         device: torch.device | str | None = None, progress: OnProgress | None = None,
          progress_every: int = 25) -> tuple[torch.Tensor, dict]:
     """t-SNE of `points` (n, d) into `dims` dimensions; returns (coords (n, dims), info).
 

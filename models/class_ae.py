@@ -1,4 +1,4 @@
-"""A stacked MLP autoencoder (the user's class-penalty study: 784-800-200-b, mirrored) and the class targets
+"""A stacked MLP autoencoder (the class-penalty study's 784-800-200-b, mirrored) and the class targets
 that pull its latents apart.
 
     encoder: x (flattened) -> Linear-ReLU -> ... -> Linear -> z (b numbers, no activation)

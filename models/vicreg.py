@@ -4,7 +4,7 @@
     z = projector(y)                 the embedding the VICReg loss sees (the last width of `projector`)
 
 Encoders (`ENCODERS`), each a backbone of F features and a head F → F → BN → ReLU → D (the course-scale
-recipe of seed 003: "ResNet-18, fc 512→512, then BN-ReLU-Linear to D = 128"):
+recipe of the VICReg course study: "ResNet-18, fc 512→512, then BN-ReLU-Linear to D = 128"):
 
 - "resnet18": torchvision's ResNet-18 with its stem made for 32×32 images (a 3×3 stride-1 convolution,
   no max-pool; solo-learn and the course do the same), F = 512. Any channel count.

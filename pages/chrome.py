@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-REPO = Path(__file__).resolve().parents[1]
+from core.paths import REPO
+
 APP_NAME = "Robust Loss Lab"
 APP_ICON = ":material/science:"
 

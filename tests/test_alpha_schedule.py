@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.config import ConfigError, make_config
-from core.engine import load_training_data, train
+from core.engine import load_training_data, run_training
 from core.families import get_family, load_objective
 from core.families.recon import ScheduledRho, loss_label, scheduled_alpha
 from core.runs import create_run
@@ -56,7 +56,7 @@ def _train(tmp_path, **fields):
                          loss="general", **fields)
     data = load_training_data(config)
     run = create_run({**config, "split": data.split}, root=tmp_path)
-    assert train(run, data=data, log_every=1).state == "finished"
+    assert run_training(run, data=data, log_every=1).state == "finished"
     return run
 
 

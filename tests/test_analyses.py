@@ -1,4 +1,4 @@
-"""Seed 003's evaluations (core.analyses) and their views (core.representation_views): the measures
+"""The VICReg course study's evaluations (core.analyses) and their views (core.representation_views): the measures
 against brute force, then on real runs (a VICReg and a VAE on digits, a VICReg on Fashion-MNIST): the
 10-epoch linear probe, both k-NN probes, the anomaly AUC and ROC against the paired dataset and per class,
 the neighbour grid, the eigenmaps beside PCA and t-SNE, cached with the run and carried by its zip."""
@@ -21,13 +21,13 @@ from core.analyses import (
     analyse_run,
     anomaly_scores,
     class_holdout_auc,
+    course_report,
     knn_accuracy,
     linear_probe_epochs,
     neighbour_grid_data,
     report_rows,
     resize_to,
     roc,
-    seed_report,
 )
 from core.probes import ProbeSettings, probe_run, summary
 from core.run_archive import ArchiveError, export_run, import_run
@@ -129,9 +129,9 @@ def test_every_evaluation_of_a_vicreg_run_is_computed_cached_and_reused(runs):
     run = open_run(runs["vicreg"])
     results = analyse_run(run, SMALL)
     assert list(results) == list(EVALUATIONS)
-    linear = results["seed-linear"]
+    linear = results["course-linear"]
     assert linear["epochs"] == 10 and 0.2 < linear["accuracy"] <= 1 and linear["n_train"] == 600
-    assert linear["n_test"] == 300 and linear["n_linear_train"] == 1257  # the whole split, as the seed's
+    assert linear["n_test"] == 300 and linear["n_linear_train"] == 1257  # the whole split, as the course's
     knn = results["knn"]
     for metric in ("euclidean", "cosine"):
         assert 0.1 < knn[metric]["accuracy"] <= 1 and set(knn[metric]["by_k"]) == {"1", "5", "20"}
@@ -218,18 +218,18 @@ def test_a_zipped_run_carries_its_evaluations_and_a_bad_one_is_refused(runs, tmp
 
 def test_the_report_sets_each_run_against_the_seeds_figures(runs):
     rows = report_rows([open_run(runs["vicreg"]), open_run(runs["vae"])], SMALL)
-    text = seed_report(rows, "test machine")
+    text = course_report(rows, "test machine")
     assert "72.4 %" in text and "| vicreg | full | MSE |" in text and "| vae | vae |" in text
-    linear = rows[0]["evaluations"]["seed-linear"]["accuracy"]
+    linear = rows[0]["evaluations"]["course-linear"]["accuracy"]
     assert f"{100 * linear:.1f} %" in text
     better = {k: (v + 0.05 if isinstance(v, float) else v) for k, v in rows[0]["probes"].items()}
     ev = rows[0]["evaluations"]
     fake = [{**rows[0], "run_id": "c", "config": {**rows[0]["config"], "loss": "cauchy"}, "probes": better,
-             "evaluations": {**ev, "seed-linear": {"accuracy": linear + 0.05},
+             "evaluations": {**ev, "course-linear": {"accuracy": linear + 0.05},
                              "knn": {**ev["knn"], "cosine": {"accuracy": ev["knn"]["cosine"]["accuracy"] + 0.05}},
                              "anomaly": {**ev["anomaly"], "class_auc_mean": ev["anomaly"]["class_auc_mean"] + 0.05}}},
             rows[0]]
-    section = seed_report(fake)
+    section = course_report(fake)
     assert "| full | Cauchy |" in section and "(+5.0)" in section
     assert "Cauchy beat MSE on at least three of the four measures" in section
 
@@ -252,5 +252,5 @@ def test_a_short_fashion_mnist_vicreg_its_probes_grid_and_auc_against_digits(tmp
     grid = views.neighbour_grid(run)
     assert grid.query.shape == (10, 1, 28, 28) and grid.near.shape == (10, 5, 1, 28, 28)
     # 24 steps: above chance (0.1), far from trained (after only a few steps the batch norms' running
-    # statistics still lag, and the raw eval-mode features the seed's probe takes are squeezed together)
-    assert results["seed-linear"]["accuracy"] > 0.2 and results["knn"]["cosine"]["accuracy"] > 0.3
+    # statistics still lag, and the raw eval-mode features the course's probe takes are squeezed together)
+    assert results["course-linear"]["accuracy"] > 0.2 and results["knn"]["cosine"]["accuracy"] > 0.3

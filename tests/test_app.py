@@ -66,9 +66,11 @@ def test_home_shows_the_shipped_studys_headline_first() -> None:
     assert headings[0] == "What the shipped study found"
     assert any(found.sentence == md.value for md in at.markdown)
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
-    [bars] = chart["data"]
-    assert bars["type"] == "bar" and bars["x"] == [b["loss_label"] for b in found.bars]
-    assert bars["y"] == [b["mean"] for b in found.bars]
+    assert [t["name"] for t in chart["data"]] == ["VAE", "VQ-VAE"]  # a trace per family
+    for bars in chart["data"]:
+        mine = [b for b in found.bars if b["family_title"] == bars["name"]]
+        assert bars["type"] == "bar" and bars["x"] == [b["loss_label"] for b in mine]
+        assert bars["y"] == [b["mean"] for b in mine]
 
 
 def test_home_lists_runs_and_datasets_in_readable_columns() -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from core import barron
 from core.config import ConfigError, fields_for, make_config
-from core.engine import load_training_data, train
+from core.engine import load_training_data, run_training
 from core.families import get_family, load_objective
 from core.families.recon import loss_label
 from core.families.vae import has_elbo
@@ -43,7 +43,7 @@ def grid_runs(tmp_path_factory) -> list:
         config = make_config(**TINY, representation=rep, distribution=dist)
         data = load_training_data(config)
         run = create_run({**config, "split": data.split, "run_id": f"tiny-{rep}-{dist}"}, root=root)
-        assert train(run, data=data).state == "finished"
+        assert run_training(run, data=data).state == "finished"
         runs.append(run)
     return runs
 
@@ -91,7 +91,7 @@ def test_the_yuv_paths_on_real_photographs(tmp_path):
                          device="cpu", representation="dct", colour="yuv", distribution="general")
     data = load_training_data(config)
     run = create_run({**config, "split": data.split}, root=tmp_path)
-    assert train(run, data=data).state == "finished"
+    assert run_training(run, data=data).state == "finished"
     last = run.history("epoch")[-1]
     assert math.isfinite(last["val_elbo"]) and last["val_bpd"] == pytest.approx(
         -last["val_elbo"] / (3 * 32 * 32 * math.log(2)))

@@ -20,6 +20,7 @@ from core.runs import REPO, RunInfo
 
 SHIPPED = REPO / "checkpoints"
 SHIPPED_STUDY = "fashion-mnist-reference"
+SHIPPED_RUNS = 14  # a VAE and a VQ-VAE for each of its 7 losses
 STUDY = "damaged-study"
 COMPARE = str(REPO / "pages" / "compare.py")
 EMBEDDINGS = str(REPO / "pages" / "embeddings.py")
@@ -140,7 +141,7 @@ def test_compare_page_names_the_damaged_runs_and_shows_the_rest(lab: Path) -> No
     # The shipped study is untouched by the damage beside it.
     at.selectbox(key="compare_study").set_value(SHIPPED_STUDY).run()
     assert not at.exception, at.exception
-    assert len(at.dataframe[0].value) == 7 and "damaged run(s) of" not in _warnings(at)
+    assert len(at.dataframe[0].value) == SHIPPED_RUNS and "damaged run(s) of" not in _warnings(at)
     assert len(at.get("image")) == 2
 
 
@@ -155,9 +156,10 @@ def test_embeddings_page_names_the_damaged_runs_and_defaults_to_the_newest_plaus
     assert run.value == str(lab / "good-mse")  # not good-future, dated 2999
     assert len(at.get("plotly_chart")) == 2  # its 3-D chart and the point picker
     assert not any(run_id in o for o in run.options for run_id in EMBEDDING_DAMAGE)
-    assert any("good-future" in o for o in run.options) and sum(SHIPPED_STUDY in o for o in run.options) == 7
+    assert any("good-future" in o for o in run.options)
+    assert sum(SHIPPED_STUDY in o for o in run.options) == SHIPPED_RUNS
     # A shipped study still draws as a grid beside the damage.
     at.radio(key="emb_mode").set_value("grid").run()
     at.selectbox(key="emb_study").set_value(SHIPPED_STUDY).run()
     assert not at.exception, at.exception
-    assert len([c for c in at.get("plotly_chart") if "emb_chart_" in c.proto.id]) == 7
+    assert len([c for c in at.get("plotly_chart") if "emb_chart_" in c.proto.id]) == SHIPPED_RUNS

@@ -1,7 +1,7 @@
 """End to end in a real browser: the Embeddings page under `streamlit run` in headless Chromium (Playwright,
 SwiftShader WebGL), at 1280×800.
 
-- WebGL contexts (issue 15, bug 2): a browser keeps about 16 live WebGL contexts a page and kills the
+- WebGL contexts: a browser keeps about 16 live WebGL contexts a page and kills the
   oldest past that, and Streamlit replaces a chart (so plotly makes a new context) whenever its figure
   changes. An init script counts every WebGL context the page makes (held weakly, so counting keeps none
   alive) and the console's "Too many active WebGL contexts" messages; twelve camera steps with two 3-D
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,8 +86,14 @@ def _open_page(page: Any, url: str, wait: Callable[..., None], warnings: list[st
 def test_webgl_contexts_stay_under_the_limit_through_repeated_reruns(
         streamlit_server: Callable[..., str], chromium: Any, wait_for_app: Callable[..., None],
         tmp_path: Path) -> None:
+    # The shipped reference study's seven VAE runs (and their shared images), as the page's only runs.
+    shipped = tmp_path / "checkpoints"
+    for run in (REPO / "checkpoints").glob("fashion-mnist-reference-*"):
+        if "-vqvae-" not in run.name:
+            shutil.copytree(run, shipped / run.name)
+    shutil.copytree(REPO / "checkpoints" / "images", shipped / "images")
     url = streamlit_server(env={"ROBUST_LOSS_LAB_RUNS": str(tmp_path / "runs"),
-                                "ROBUST_LOSS_LAB_CHECKPOINTS": str(REPO / "checkpoints")})
+                                "ROBUST_LOSS_LAB_CHECKPOINTS": str(shipped)})
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     warnings: list[str] = []

@@ -1,4 +1,4 @@
-"""The Train page in a real browser, as a user meets it (issue 15): a form that starts only what is on
+"""The Train page in a real browser, as a user meets it: a form that starts only what is on
 screen (bug 3), a training run whose live panel, Runs table and Manage-run box move together (bug 1), and
 feedback drawn where the user is looking (bug 4). One `streamlit run` server, headless Chromium at 1280×800,
 a real trainer process paced by the fault injector."""

@@ -190,15 +190,16 @@ def test_one_run_in_3d_and_display_changes_read_and_compute_nothing(lab: dict[st
     shown = n - round(0.1 * n)
     assert len(coords) == shown and spec["data"][0]["marker"]["size"] == 5
     np.testing.assert_allclose(np.linalg.norm(coords, axis=1), 1.0, atol=1e-4)
-    # The caption counts the points shown, not all of them (issue 15, bug 5).
+    # The caption counts the points shown, not all of them.
     assert any(c.startswith(f"{shown:,} of {n:,} points ({n - shown:,} hidden) · PCA took") for c in _captions(at))
     flat, _, _ = _points(_charts(at)["emb_pick"], "xy")
     assert len(flat) == shown
 
-    # MDS draws its landmarks at random: it has a seed.
+    # MDS draws its landmarks at random: it has a seed. The shipped run carries its layout: none computed.
     at.radio(key="emb_method").set_value("mds")
     _rerun(at)
-    assert "emb_seed" in {w.key for w in at.number_input} and computed == ["mds"]
+    assert "emb_seed" in {w.key for w in at.number_input} and computed == []
+    assert any("MDS" in c and "from the cache" in c for c in _captions(at)), _captions(at)
 
 
 @pytest.mark.slow
@@ -252,7 +253,9 @@ def test_a_vqvae_run_shows_its_own_representations_and_pairs_only_with_its_datas
     at.selectbox(key="emb_run_a").set_value(str(CAUCHY))
     _rerun(at)
     options = at.selectbox(key="emb_run_b").options
-    assert len(options) == 7 and all(SHIPPED_STUDY in o for o in options)
+    fashion = [p for p in SHIPPED.iterdir() if (p / "config.json").is_file()
+               and json.loads((p / "config.json").read_text())["dataset"] == "fashion_mnist"]
+    assert len(options) == len(fashion) and all("digits" not in o and vq.name not in o for o in options)
 
 
 @pytest.mark.slow
@@ -331,7 +334,7 @@ def test_shipped_study_as_views_through_the_shared_camera_without_the_dataset(
 
     at = run_page(PAGE, emb_mode="grid", emb_study=SHIPPED_STUDY, emb_azimuth=120, emb_elevation=10)
     views = _views(at)
-    assert len(views) == len(study) == 7
+    assert len(views) == len(study) == 14  # a VAE and a VQ-VAE per loss
     assert not any(t["type"] == "scatter3d" for spec in _charts(at).values() for t in spec["data"])  # no WebGL
     titles = [v["layout"]["title"]["text"] for v in views]
     assert titles[0] == "VAE · MSE" and "VAE · Cauchy" in titles

@@ -18,7 +18,7 @@ from torch import nn
 from core import jobs
 from core import projections as pj
 from core.config import fields_for, make_config
-from core.engine import load_training_data, train
+from core.engine import load_training_data, run_training
 from core.families import FAMILIES, Batch, Family, Objective, Term, family_of, load_objective, register
 from core.families.base import batches, objective_device, to_unit
 from core.families.recon import build_loss, reconstruction_cost
@@ -102,7 +102,7 @@ def test_a_new_family_goes_through_engine_store_probes_and_projections(tmp_path,
     data = load_training_data(config)
     run = create_run({**config, "split": data.split}, root=tmp_path)
     assert f"-{throwaway.name}-cauchy-z3-" in run.run_id
-    result = train(run, data=data)
+    result = run_training(run, data=data)
     assert result.state == "finished", result.message
     epochs = run.history("epoch")
     assert [e["epoch"] for e in epochs] == [1, 2] and all("size" in e and "val_recon" in e for e in epochs)
@@ -124,23 +124,25 @@ def test_a_new_family_goes_through_engine_store_probes_and_projections(tmp_path,
 # ---------------------------------------------------------------------------------------------------
 # Run format 1
 
-SHIPPED = sorted(p for p in checkpoints_root().glob("fashion-mnist-reference-*") if p.is_dir())
-# The layouts' cache keys as the code before the family seam computed them (pinned from that code).
+SHIPPED = sorted(p for p in checkpoints_root().glob("fashion-mnist-reference-*")
+                 if p.is_dir() and "-vqvae-" not in p.name)  # the VAE half of the study, shipped in format 1
+# The layouts' cache keys as the code before the family seam computed them (pinned from that code); a
+# sample's key hashes its stored μ and log σ² (pinned since the draw was found to differ between CPUs).
 KEYS_BEFORE = {
     "adaptive": {"pca": "ba9966e0e443f228", "mds": "a739515d16d91b3f", "tsne": "adb3dd7f7fe4f7c2",
-                 "tsne-sample": "024877e72346191a"},
+                 "tsne-sample": "e5439a1dc8efe10a"},
     "cauchy": {"pca": "51976b272a85aac4", "mds": "4de42fb3fe2ca85d", "tsne": "f0b40fa4158bb069",
-               "tsne-sample": "8dfce805d7205073"},
+               "tsne-sample": "b49c3a36cd779631"},
     "geman_mcclure": {"pca": "450486f9a9588cbe", "mds": "92d3ce4f6b7e00d1", "tsne": "4ad389b063f70d37",
-                      "tsne-sample": "2e2632a47f4ebd09"},
+                      "tsne-sample": "b233243081d3c042"},
     "general-a1": {"pca": "e77154596c4eb9f9", "mds": "375f0dfaf056c631", "tsne": "0effe369f86348e5",
-                   "tsne-sample": "7e6b81f5f8908dba"},
+                   "tsne-sample": "89799eedcb90ad24"},
     "mse": {"pca": "1c031a2a7c10f94b", "mds": "e0f82a87729daa12", "tsne": "d576103414c8be3b",
-            "tsne-sample": "6352cdc451c014c2"},
+            "tsne-sample": "637581b9d4d233c4"},
     "smooth_l1": {"pca": "a85a002e7b9e9c00", "mds": "121dfcfc63aacc1b", "tsne": "f63aa78f553825a3",
-                  "tsne-sample": "85bea7216cc246ba"},
+                  "tsne-sample": "f42668d87c73faca"},
     "welsch": {"pca": "b81c871092d9e508", "mds": "1186956103be8c0e", "tsne": "6afc776ee7d698a7",
-               "tsne-sample": "c62970d17c4a0708"},
+               "tsne-sample": "478deb0340191ba7"},
 }
 
 
@@ -155,7 +157,7 @@ def test_the_shipped_format_1_runs_read_as_vae_runs_with_their_cache_keys(path: 
         points = pj.embedding_points(emb, "z", 0)
         assert pj.projection_key(method, 3, 0, pj.method_options(method, {}), "z", points) == \
             KEYS_BEFORE[loss][method], method
-    sample = pj.embedding_points(emb, "sample", 0)
+    sample = pj.key_points(emb, "sample", 0)
     assert pj.projection_key("tsne", 3, 0, pj.method_options("tsne", {}), "sample", sample) == \
         KEYS_BEFORE[loss]["tsne-sample"]
     assert run_problem(RunInfo(run.path, run.run_id, True, run.config, run.status())) is None

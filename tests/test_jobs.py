@@ -11,7 +11,7 @@ import pytest
 
 from core import jobs
 from core.config import ConfigError
-from core.engine import train
+from core.engine import run_training
 from core.families.recon import loss_label
 from core.runs import Run, create_run, list_runs, open_run
 
@@ -23,7 +23,7 @@ TINY = {"dataset": "digits", "loss": "cauchy", "epochs": 4, "latent_dim": 2, "wi
 
 def _finished_run(root: Path, **fields) -> Run:
     run = create_run({**TINY, "epochs": 2, "limit_train": 32, **fields}, root=root)
-    assert train(run).state == "finished"
+    assert run_training(run).state == "finished"
     return run
 
 

@@ -1,4 +1,4 @@
-"""Issue 13, items 2 and 3: huge residuals keep their exact values and gradients (float32, against
+"""Huge residuals keep their exact values and gradients (float32, against
 the paper's formulas in 50-digit arithmetic), and no value or gradient is ever ±Inf/NaN, even when
 a scalar α or c sums the gradients of a batch of near-limit residuals."""
 
@@ -114,7 +114,7 @@ def test_huge_residuals_are_exact_in_float32(path: str):
                             _check_value("d/dalpha", ga[i].item(), drho_dalpha_paper(xm, am, cm), where)
 
 
-# The grid of issue 13, item 3: |x| ≤ 1e30, c ∈ {1e-8, 1, 1e8} and these α (30 cells, 16 of which gave
+# The grid of extremes: |x| ≤ 1e30, c ∈ {1e-8, 1, 1e8} and these α (30 cells, 16 of which gave
 # ±Inf gradients before).
 GRID_ALPHAS = [-1e6, -INF, -2.0, 0.0, 1e-7, 1.0, 2.0, 4.0, 1e6, INF]
 GRID_X = [0.0, 1e-30, -1e-30, 1e-3, 1.0, -1.0, 1e10, 1e20, -1e20, 1e30, -1e30] * 8

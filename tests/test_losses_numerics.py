@@ -1,4 +1,4 @@
-"""Issue 13, the rest: ∂ρ/∂α exact for every residual, integer α within a few ulp of their closed forms,
+"""∂ρ/∂α exact for every residual, integer α within a few ulp of their closed forms,
 the fast fixed-α path against the exact formulas, memory kept for backward, the fused (GPU) kernels
 against the eager path, sampling's device and dtype, and the Student's t / Cauchy / normal NLLs."""
 

@@ -1,4 +1,4 @@
-"""Issue 13, item 1: log Z(α) and d log Z/dα against an independent 30-digit integral, on a dense grid.
+"""log Z(α) and d log Z/dα against an independent 30-digit integral, on a dense grid.
 
 ORACLE holds (α, log Z(α), d log Z/dα) computed once by mpmath at 30 digits, as Z = 2∫₀^∞ exp(−ρ(x, α, 1)) dx
 with ρ by the paper's formula (`_oracle` below: tanh-sinh quadrature, the slope as −E[∂ρ/∂α] with ∂ρ/∂α by

@@ -205,6 +205,10 @@ def test_seeds_change_tsne_and_sampled_sources(trained_run):
     assert np.array_equal(mu, emb["z"].numpy()) and np.array_equal(z0, z0_again) and not np.allclose(z0, z1)
     sigma = np.exp(0.5 * emb["logvar"].numpy())
     assert ((z0 - mu) / sigma).std() == pytest.approx(1.0, abs=0.1)  # ε ~ N(0, 1)
+    # the sample's cache key hashes the stored μ and log σ² (its draw differs between CPUs' kernels)
+    stored = np.hstack([emb["z"].numpy(), emb["logvar"].numpy()])
+    assert np.array_equal(pj.key_points(emb, "sample", 0), stored)
+    assert np.array_equal(pj.key_points(emb, "z", 0), mu)
 
 
 def test_unit_sphere_ball_and_hidden_outliers():

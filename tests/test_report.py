@@ -46,13 +46,15 @@ def test_the_shipped_study_rewritten_keeps_its_table_and_draws_the_pages_figures
     assert not list(out.rglob("plotly*.js"))
     # The chart files hold the probe numbers: the same figure the Compare page draws.
     fig = pio.read_json(out / "figures" / "accuracy.json")
-    expected = {r["loss_label"]: r["mlp_acc"] for r in compare.results_table(runs)}
-    assert dict(zip(fig.data[0].x, fig.data[0].y, strict=True)) == pytest.approx(expected)
+    rows = compare.results_table(runs)
+    for trace, family in zip(fig.data, ("vae", "vqvae"), strict=True):  # a trace per family
+        expected = {r["loss_label"]: r["mlp_acc"] for r in rows if r["family"] == family}
+        assert dict(zip(trace.x, trace.y, strict=True)) == pytest.approx(expected)
     adaptive = pio.read_json(out / "figures" / "adaptive.json")
     assert (adaptive.data[0].zmin, adaptive.data[0].zmax) == (0.0, 3.0)
     # The image grids: the originals and a row per loss, embedded in report.md.
     grid = np.asarray(Image.open(io.BytesIO((out / "figures" / "reconstructions.png").read_bytes())))
-    assert (grid.shape[0] - 2) // (28 * 3 + 2) == 8 and "![" in report and "(figures/reconstructions.png)" in report
+    assert (grid.shape[0] - 2) // (28 * 3 + 2) == 15 and "![" in report and "(figures/reconstructions.png)" in report
     # What the Compare page shows of it: the text before the figures.
     text = summary_text(out)
     assert text.startswith(f"# Study `{STUDY}`") and _table(text) == _table(report) and "## Figures" not in text

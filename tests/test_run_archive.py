@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from core import run_archive
-from core.engine import train
+from core.engine import run_training
 from core.families import load_objective
 from core.run_archive import ArchiveError, export_run, import_run
 from core.runs import create_run, list_runs, open_run
@@ -29,7 +29,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("source")
     run = create_run({"dataset": "digits", "loss": "adaptive", "epochs": 1, "latent_dim": 2, "width": 8,
                       "limit_train": 64, "batch_size": 32}, root=root)
-    result = train(run)
+    result = run_training(run)
     assert result.state == "finished"
     return run.path
 

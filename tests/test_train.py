@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from core import datasets
-from core.engine import StopSignal, load_training_data, train
+from core.engine import StopSignal, load_training_data, run_training
 from core.families import family_of, load_objective
 from core.runs import create_run, open_run, read_jsonl
 from core.train import main
@@ -153,10 +153,10 @@ def test_stop_signal_in_process_checkpoints_and_marks_stopped(tmp_path, referenc
     run = create_run({**cfg, "split": data.split, "run_id": "stopped"}, root=tmp_path)
     stop = StopSignal()
     # A stop asked for when the first epoch's end is reported takes effect before the second epoch.
-    result = train(run, data=data, stop=stop, on_progress=lambda s: s.get("last_epoch") and stop.request("test"))
+    result = run_training(run, data=data, stop=stop, on_progress=lambda s: s.get("last_epoch") and stop.request("test"))
     assert result.state == "stopped" and result.global_step == 4
     assert run.status()["state"] == "stopped"
-    result = train(run, data=data)
+    result = run_training(run, data=data)
     assert result.state == "finished" and result.global_step == 12
     _tensors_equal(run.path / "model.safetensors", reference / "model.safetensors")
 

@@ -18,7 +18,7 @@ from streamlit.testing.v1.element_tree import Block
 
 from core import jobs
 from core.config import fields_for
-from core.engine import train
+from core.engine import run_training
 from core.families import FAMILIES, get_family
 from core.progress import progress
 from core.run_archive import export_run
@@ -157,7 +157,7 @@ def test_a_wrong_value_turns_start_off_says_why_beside_it_and_starts_nothing(roo
 def test_run_list_manager_delete_with_confirmation_and_shipped_runs(roots) -> None:
     user, shipped = roots
     done = create_run({**TINY, "run_id": "done"}, root=user)
-    assert train(done).state == "finished"
+    assert run_training(done).state == "finished"
     died = create_run({**TINY, "run_id": "died"}, root=user)
     died.write_status({**died.status(), "state": "running", "pid": 999_999_999})  # its process is gone
     shipped_run = create_run({**TINY, "run_id": "shipped"}, root=user)
@@ -218,7 +218,7 @@ def test_run_list_manager_delete_with_confirmation_and_shipped_runs(roots) -> No
 def test_upload_feedback_is_beside_the_import_button_and_a_pickle_writes_nothing(roots, tmp_path: Path) -> None:
     user, _ = roots
     source = create_run({**TINY, "run_id": "from-elsewhere"}, root=tmp_path / "elsewhere")
-    assert train(source).state == "finished"
+    assert run_training(source).state == "finished"
     at = _page()
 
     buffer = io.BytesIO()
@@ -298,7 +298,8 @@ def test_start_from_the_form_watch_the_live_panel_and_stop(roots) -> None:
         assert time.monotonic() < deadline, "the live progress bar did not move"
 
     at.button(key=f"train_live_stop_{run.run_id}").click().run()
-    assert any(s.value.startswith(f"Stopping {run.run_id}") for s in at.success)
+    said = [(type(e).__name__, e.value) for e in (*at.success, *at.error, *at.warning, *at.info)]
+    assert any(s.value.startswith(f"Stopping {run.run_id}") for s in at.success), said
     assert jobs.wait_for(run, ["stopped"], timeout_s=30) == "stopped"
     at.run()
     assert _table(at)[run.run_id]["State"] == "stopped" and run.has_checkpoint

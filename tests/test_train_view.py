@@ -16,7 +16,7 @@ from core import train_view as view
 from core.commands import REPO, fix_steps, pasteable, split_message
 from core.config import COMMON_FIELDS, fields_for
 from core.datasets import dataset_status
-from core.engine import train
+from core.engine import run_training
 from core.families import FAMILIES, get_family
 from core.families.recon import LOSS_FIELDS
 from core.losses import LOSSES
@@ -234,7 +234,7 @@ def test_validating_and_writing_embeddings_are_states_with_their_own_progress(ro
 def vq_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     run = create_run({**TINY, "family": "vqvae", "codebook_size": 16, "run_id": "vq"}, root=root)
-    assert train(run).state == "finished"
+    assert run_training(run).state == "finished"
     return run
 
 

@@ -31,13 +31,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from core.callbacks import OnStep
 from core.fields import Field
 
-# A loop's progress callback: progress(items done, items in all).
-LoopProgress = Callable[[int, int], None]
-
-__all__ = ["Batch", "Family", "Field", "Objective", "Representation", "Term", "load_weights", "mix_seed", "to_unit",
-           "weights_of"]
+__all__ = ["Batch", "Family", "Field", "Objective", "Representation", "Term", "encode_batches", "load_weights",
+           "mix_seed", "to_unit", "weights_of"]
 
 
 def mix_seed(*values: int) -> int:
@@ -174,7 +172,7 @@ class Family:
         return self.terms
 
     def evaluate(self, objective: Objective, images: torch.Tensor, config: dict, *,
-                 progress: LoopProgress | None = None) -> dict[str, Any]:
+                 progress: OnStep | None = None) -> dict[str, Any]:
         """Validation metrics at an epoch's end: "val_loss" (per image) and the family's own.
         progress(done, total) is told the images done as it goes."""
         raise NotImplementedError
@@ -189,7 +187,7 @@ class Family:
 
     # -- what it produces ------------------------------------------------------------------------------------
     def embed(self, objective: Objective, images: torch.Tensor, *, batch_size: int = 1024,
-              progress: LoopProgress | None = None) -> dict[str, torch.Tensor]:
+              progress: OnStep | None = None) -> dict[str, torch.Tensor]:
         """The representation of uint8 images (N, C, H, W), float32 on the CPU: {"z": (N, d), extras}."""
         raise NotImplementedError
 
@@ -255,7 +253,32 @@ def objective_device(objective: nn.Module) -> torch.device:
     return next(objective.parameters()).device
 
 
-def batches(images: torch.Tensor, batch_size: int, progress: LoopProgress | None = None
+@torch.no_grad()
+def encode_batches(objective: nn.Module, images: torch.Tensor,
+                   encode: Callable[[torch.Tensor], dict[str, torch.Tensor]], empty: dict[str, torch.Tensor], *,
+                   batch_size: int = 1024, progress: OnStep | None = None) -> dict[str, torch.Tensor]:
+    """`encode(x)` on uint8 `images` in slices: x in [0, 1] on the objective's device (channels_last and
+    under bf16 autocast on a GPU), the model in eval mode (restored after). Each output key is concatenated
+    on the CPU, floats as float32; `empty` gives each key's value for zero images."""
+    model = objective.model
+    device = objective_device(objective)
+    amp = device.type == "cuda"
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in empty}
+    try:
+        for chunk in batches(images, batch_size, progress):
+            x = to_unit(chunk.to(device), amp)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                out = encode(x)
+            for key, value in out.items():
+                parts[key].append((value.float() if value.is_floating_point() else value).cpu())
+    finally:
+        model.train(was_training)
+    return {key: torch.cat(values) if values else empty[key] for key, values in parts.items()}
+
+
+def batches(images: torch.Tensor, batch_size: int, progress: OnStep | None = None
             ) -> Iterator[torch.Tensor]:
     """`images` in slices of `batch_size`, telling `progress(done, total)` before each and at the end."""
     total = images.shape[0]

@@ -1,5 +1,5 @@
-"""The class-penalised autoencoder (the user's KMNIST study): a stacked MLP autoencoder whose latents are
-pulled towards a fixed target point per class.
+"""The class-penalised autoencoder (a KMNIST study of class-separating penalties): a stacked MLP
+autoencoder whose latents are pulled towards a fixed target point per class.
 
     z = encoder(x);  x̂ = decoder(z)
     recon_i   = mean_pixels ρ(x_i − x̂_i)          (ρ = MSE in the study; any loss of the registry)
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.families.base import Batch, Family, LoopProgress, Objective, Term, batches, objective_device, to_unit
+from core.families.base import Batch, Family, Objective, OnStep, Term, batches, objective_device, to_unit
 from core.families.recon import ALPHA_TERM, build_loss, schedule_terms, scheduled
 from core.fields import ConfigError, Field
 from models.class_ae import TARGETS, MLPAutoencoder, class_targets, penalty
@@ -151,7 +151,7 @@ class ClassPenaltyAE(Family):
 
     @torch.no_grad()
     def evaluate(self, objective: ClassPenaltyObjective, images: torch.Tensor, config: dict, *,
-                 batch_size: int = 1024, progress: LoopProgress | None = None) -> dict[str, Any]:
+                 batch_size: int = 1024, progress: OnStep | None = None) -> dict[str, Any]:
         device = objective_device(objective)
         was_training = objective.training
         objective.eval()
@@ -172,7 +172,7 @@ class ClassPenaltyAE(Family):
 
     @torch.no_grad()
     def embed(self, objective: ClassPenaltyObjective, images: torch.Tensor, *, batch_size: int = 1024,
-              progress: LoopProgress | None = None) -> dict[str, torch.Tensor]:
+              progress: OnStep | None = None) -> dict[str, torch.Tensor]:
         device = objective_device(objective)
         parts = [objective.model.encode(to_unit(chunk.to(device))).float().cpu()
                  for chunk in batches(images, batch_size, progress)]

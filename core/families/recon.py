@@ -214,8 +214,8 @@ def build_loss(config: dict, num_dims: int) -> nn.Module:
         return ScheduledRho(config["loss_alpha_schedule"], float(config.get("loss_alpha_start", 2.0)),
                             float(config.get("loss_alpha_end", 0.0)),
                             LOSSES[name].default_scale if scale is None else float(scale))
-    shape = config.get("loss_nu") if name in NU_LOSSES else config.get("loss_alpha")
-    return make_loss(name, num_dims, alpha=shape, scale=config.get("loss_scale"),
+    return make_loss(name, num_dims, alpha=config.get("loss_alpha"), nu=config.get("loss_nu"),
+                     scale=config.get("loss_scale"),
                      alpha_lo=config.get("adaptive_alpha_lo", 0.0), alpha_hi=config.get("adaptive_alpha_hi", 3.0))
 
 

@@ -46,11 +46,12 @@ from core import datasets
 from core.families.base import (
     Batch,
     Family,
-    LoopProgress,
     Objective,
+    OnStep,
     Representation,
     Term,
     batches,
+    encode_batches,
     mix_seed,
     objective_device,
     to_unit,
@@ -205,7 +206,7 @@ class VAE(Family):
 
     @torch.no_grad()
     def evaluate(self, objective: VAEObjective, images: torch.Tensor, config: dict, *,
-                 batch_size: int = 1024, progress: LoopProgress | None = None) -> dict[str, Any]:
+                 batch_size: int = 1024, progress: OnStep | None = None) -> dict[str, Any]:
         model, loss = objective.model, objective.loss
         device = objective_device(objective)
         was_training = objective.training
@@ -264,23 +265,16 @@ class VAE(Family):
 
     @torch.no_grad()
     def embed(self, objective: VAEObjective, images: torch.Tensor, *, batch_size: int = 1024,
-              progress: LoopProgress | None = None) -> dict[str, torch.Tensor]:
+              progress: OnStep | None = None) -> dict[str, torch.Tensor]:
         model = objective.model
-        device = objective_device(objective)
-        amp = device.type == "cuda"
-        was_training = model.training
-        model.eval()
-        mus, logvars = [], []
-        for chunk in batches(images, batch_size, progress):
-            x = to_unit(chunk.to(device), amp)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                mu, logvar = model.encode(x)
-            mus.append(mu.float().cpu())
-            logvars.append(logvar.float().cpu())
-        model.train(was_training)
+
+        def encode(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            mu, logvar = model.encode(x)
+            return {"z": mu, "logvar": logvar}
+
         d = model.latent_dim
-        return {"z": torch.cat(mus) if mus else torch.zeros(0, d),
-                "logvar": torch.cat(logvars) if logvars else torch.zeros(0, d)}
+        return encode_batches(objective, images, encode, {"z": torch.zeros(0, d), "logvar": torch.zeros(0, d)},
+                              batch_size=batch_size, progress=progress)
 
     @torch.no_grad()
     def decode(self, objective: VAEObjective, z: torch.Tensor) -> torch.Tensor:

@@ -56,11 +56,12 @@ from core.augment import RECIPES, augment, recipe_pair
 from core.families.base import (
     Batch,
     Family,
-    LoopProgress,
     Objective,
+    OnStep,
     Representation,
     Term,
     batches,
+    encode_batches,
     mix_seed,
     objective_device,
     to_unit,
@@ -397,7 +398,7 @@ class VICReg(Family):
               help="augment: two augmentations of each image; neighbours: an image and one of its nearest "
                    "training neighbours in a trained run's representation, no augmentation"),
         Field("augment", "choice", "cifar", "Augmentations", choices=tuple(RECIPES), applies=_augmenting,
-              help="cifar: solo-learn's CIFAR recipe; course: seed 003's (blur, no solarise); official: the "
+              help="cifar: solo-learn's CIFAR recipe; course: the VICReg course's (blur, no solarise); official: the "
                    "asymmetric ImageNet one; crop_flip: crops and flips only"),
         Field("crop_scale_min", "float", 0.2, "Smallest crop area", lo=0.0, strict_lo=True, hi=1.0, advanced=True,
               applies=_augmenting, help="the random resized crop's area fraction lies in [this, 1]"),
@@ -460,7 +461,7 @@ class VICReg(Family):
 
     @torch.no_grad()
     def evaluate(self, objective: VICRegObjective, images: torch.Tensor, config: dict, *,
-                 progress: LoopProgress | None = None) -> dict[str, Any]:
+                 progress: OnStep | None = None) -> dict[str, Any]:
         """The loss on the validation split (two augmented views, drawn with the run's seed, the same each
         epoch; batches of the training size), and the embeddings' std and effective ranks.
 
@@ -532,28 +533,19 @@ class VICReg(Family):
     # -- what it produces ------------------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, objective: VICRegObjective, images: torch.Tensor, *, batch_size: int = 1024,
-              progress: LoopProgress | None = None) -> dict[str, torch.Tensor]:
+              progress: OnStep | None = None) -> dict[str, torch.Tensor]:
         model = objective.model
-        device = objective_device(objective)
-        amp = device.type == "cuda"
-        was_training = model.training
-        model.eval()
-        ys = []
-        for chunk in batches(images, batch_size, progress):
-            x = to_unit(chunk.to(device), amp)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                ys.append(model.represent(x).float().cpu())
-        model.train(was_training)
-        return {"z": torch.cat(ys) if ys else torch.zeros(0, model.latent_dim)}
+        return encode_batches(objective, images, lambda x: {"z": model.represent(x)},
+                              {"z": torch.zeros(0, model.latent_dim)}, batch_size=batch_size, progress=progress)
 
     def loss_maps(self, objective: VICRegObjective) -> dict[str, torch.Tensor] | None:
         return None  # the invariance loss's α and c are per embedding dimension: no image to draw
 
     # -- studies ---------------------------------------------------------------------------------------------
     def study_section(self, runs: list, log: Any) -> str | None:
-        """Seed 003's evaluations of every finished run (core.analyses, cached with each run) and the table
-        against the seed's figures, with the lab's question: does a robust invariance loss help?"""
-        from core.analyses import machine_text, report_rows, seed_report
+        """The VICReg course's evaluations of every finished run (core.analyses, cached with each run) and the table
+        against the course's figures, with the lab's question: does a robust invariance loss help?"""
+        from core.analyses import course_report, machine_text, report_rows
 
         rows = report_rows(runs, progress=lambda message: log(f"evaluations: {message}"))
-        return seed_report(rows, machine_text(), level=2) if rows else None
+        return course_report(rows, machine_text(), level=2) if rows else None

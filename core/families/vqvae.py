@@ -26,11 +26,12 @@ from torch import nn
 from core.families.base import (
     Batch,
     Family,
-    LoopProgress,
     Objective,
+    OnStep,
     Representation,
     Term,
     batches,
+    encode_batches,
     objective_device,
     to_unit,
 )
@@ -163,7 +164,7 @@ class VQVAE(Family):
 
     @torch.no_grad()
     def evaluate(self, objective: VQVAEObjective, images: torch.Tensor, config: dict, *,
-                 batch_size: int = 1024, progress: LoopProgress | None = None) -> dict[str, Any]:
+                 batch_size: int = 1024, progress: OnStep | None = None) -> dict[str, Any]:
         model, loss = objective.model, objective.loss
         device = objective_device(objective)
         was_training = objective.training
@@ -205,26 +206,18 @@ class VQVAE(Family):
 
     @torch.no_grad()
     def embed(self, objective: VQVAEObjective, images: torch.Tensor, *, batch_size: int = 1024,
-              progress: LoopProgress | None = None) -> dict[str, torch.Tensor]:
+              progress: OnStep | None = None) -> dict[str, torch.Tensor]:
         model = objective.model
-        device = objective_device(objective)
-        amp = device.type == "cuda"
-        was_training = model.training
-        model.eval()
-        z_es, z_qs, codes = [], [], []
-        for chunk in batches(images, batch_size, progress):
-            x = to_unit(chunk.to(device), amp)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                z_e = model.encode(x)
-            q = model.quantizer(z_e.float())
-            z_es.append(z_e.float().flatten(1).cpu())
-            z_qs.append(q["z_q"].detach().float().flatten(1).cpu())
-            codes.append(q["codes"].flatten(1).cpu())
-        model.train(was_training)
+
+        def encode(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            z_e = model.encode(x).float()
+            with torch.autocast(device_type=x.device.type, enabled=False):  # nearest codes in float32
+                q = model.quantizer(z_e)
+            return {"z": z_e.flatten(1), "z_q": q["z_q"].flatten(1), "codes": q["codes"].flatten(1)}
+
         d, g = model.latent_dim, model.grid * model.grid
-        return {"z": torch.cat(z_es) if z_es else torch.zeros(0, d),
-                "z_q": torch.cat(z_qs) if z_qs else torch.zeros(0, d),
-                "codes": torch.cat(codes) if codes else torch.zeros(0, g, dtype=torch.int64)}
+        empty = {"z": torch.zeros(0, d), "z_q": torch.zeros(0, d), "codes": torch.zeros(0, g, dtype=torch.int64)}
+        return encode_batches(objective, images, encode, empty, batch_size=batch_size, progress=progress)
 
     @torch.no_grad()
     def decode(self, objective: VQVAEObjective, z: torch.Tensor) -> torch.Tensor:

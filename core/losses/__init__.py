@@ -1,9 +1,9 @@
-"""Barron's general robust loss family (arXiv 1701.03077): ρ, ψ, ψ/x, log Z, the NLL, the density,
+"""Barron's general robust loss family (arXiv 1701.03077): ρ, ψ, ψ/x, log Z, the NLL of the distribution,
 sampling, the adaptive loss and the registry of named losses; plus the Student's t, Cauchy and normal
 NLLs for likelihood comparisons. Tensors in, tensors out; α and c broadcast."""
 
 from core.losses.adaptive import AdaptiveLoss
-from core.losses.distribution import density, nll, sample
+from core.losses.distribution import nll, sample
 from core.losses.general import psi, rho, weight
 from core.losses.partition import log_partition
 from core.losses.registry import LOSSES, LossInfo, make_loss
@@ -14,7 +14,6 @@ __all__ = [
     "AdaptiveLoss",
     "LossInfo",
     "cauchy_nll",
-    "density",
     "log_partition",
     "make_loss",
     "nll",

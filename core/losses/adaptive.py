@@ -1,6 +1,6 @@
 """The adaptive loss: the general distribution's NLL with α and c learned per dimension (Barron §3).
 
-    α = (α_max − α_min)·sigmoid(ℓ_α) + α_min,    c = softplus(ℓ_c) + c_min      (seed 001)
+    α = (α_max − α_min)·sigmoid(ℓ_α) + α_min,    c = softplus(ℓ_c) + c_min
 
 The NLL, not ρ, is minimised: with ρ alone a learnable c only grows and α only falls, since both shrink
 every residual's cost. The NLL's log c + log Z(α) makes small c and low α pay for inliers.

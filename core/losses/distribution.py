@@ -24,11 +24,6 @@ def nll(x: TensorLike, alpha: TensorLike, scale: TensorLike = 1.0) -> torch.Tens
     return rho(x, alpha, scale) + torch.log(scale).to(x.dtype) + log_partition(alpha).to(x.dtype)
 
 
-def density(x: TensorLike, alpha: TensorLike, scale: TensorLike = 1.0) -> torch.Tensor:
-    """p(x | 0, α, c) = exp(−nll): the curve the Loss Explorer draws (and integrates to 1)."""
-    return torch.exp(-nll(x, alpha, scale))
-
-
 def _sample_dtype(*values: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.get_default_dtype()
 

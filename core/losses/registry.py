@@ -67,7 +67,7 @@ LOSSES: dict[str, LossInfo] = {
         ),
         LossInfo(
             "students_t", "Student's t", None, True, False, False, _SCALE,
-            "Student's t NLL with ν degrees of freedom (alpha= sets ν, default 2); equals Cauchy only at ν = 1.",
+            "Student's t NLL with ν degrees of freedom (nu=, default 2); equals Cauchy only at ν = 1.",
         ),
         LossInfo("general", "General (α)", None, True, True, False, _SCALE, "ρ(r, α, c) at a chosen α."),
         LossInfo(
@@ -145,14 +145,16 @@ def make_loss(
     num_dims: int,
     *,
     alpha: float | None = None,
+    nu: float | None = None,
     scale: float | None = None,
     alpha_lo: float = 0.0,
     alpha_hi: float = 3.0,
 ) -> nn.Module:
     """The per-element loss `name` as a module: module(r) has r's shape. Only 'adaptive' has parameters.
 
-    `alpha` is α for 'general' (required there) and ν for 'students_t'; `scale` is c (None: the loss's
-    default, LOSSES[name].default_scale); alpha_lo/alpha_hi bound the adaptive α.
+    `alpha` is α for 'general' (required there), `nu` the degrees of freedom ν for 'students_t' (default 2);
+    `scale` is c (None: the loss's default, LOSSES[name].default_scale); alpha_lo/alpha_hi bound the
+    adaptive α.
     """
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
@@ -167,7 +169,7 @@ def make_loss(
     if name == "smooth_l1":
         return Huber(c)
     if name == "students_t":
-        return StudentT(2.0 if alpha is None else alpha, c)
+        return StudentT(2.0 if nu is None else nu, c)
     if name == "adaptive":
         return AdaptiveLoss(num_dims, alpha_lo=alpha_lo, alpha_hi=alpha_hi, scale_init=c)
     if name == "general":
