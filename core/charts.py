@@ -26,6 +26,7 @@ script releases (WEBGL_lose_context) the context of every canvas that has left t
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -103,43 +104,74 @@ def _legend_on_top() -> dict:
 
 
 def probe_bars(bars: Sequence[dict], title: str, *, accuracy: bool, subtitle: str = "") -> Any:
-    """Bars of `compare.aggregate` items (one per family and loss): the loss on the x axis, one bar per
-    family beside each other (coloured by family; a single family's bars are coloured by loss), the
-    value on each bar and ± the error as an error bar."""
+    """Bars of `compare.aggregate` items (one per family and loss): the loss on the category axis, one bar
+    per family beside each other (coloured by family; a single family's bars are coloured by loss), the
+    value on each bar and ± the error as an error bar. Past MAX_UPRIGHT_BARS categories the bars lie
+    down, their labels on the left, read level, and the chart grows with them."""
     families = sorted({b["family"] for b in bars}, key=_family_rank)
     losses = list(dict.fromkeys(b["loss_label"] for b in bars))
+    lying = len(losses) > MAX_UPRIGHT_BARS
     data = []
     for family in families:
         mine = {b["loss_label"]: b for b in bars if b["family"] == family}
         xs = [label for label in losses if label in mine]
         items = [mine[label] for label in xs]
+        values = [b["mean"] for b in items]
+        error = {"type": "data", "array": [b["error"] for b in items], "visible": True, "thickness": 1.2}
         data.append({
-            "type": "bar", "name": items[0].get("family_title", family), "x": xs, "y": [b["mean"] for b in items],
-            "error_y": {"type": "data", "array": [b["error"] for b in items], "visible": True, "thickness": 1.2},
+            "type": "bar", "name": items[0].get("family_title", family),
+            **({"orientation": "h", "y": xs, "x": values, "error_x": error} if lying
+               else {"x": xs, "y": values, "error_y": error}),
             "marker": {"color": family_colour(family) if len(families) > 1
                        else [loss_colour(b["loss"]) for b in items]},
             "text": [f"{b['mean']:.3f}" for b in items], "textposition": "outside", "cliponaxis": False,
             "customdata": [[b.get("model", ""), b["error"], b["error_over"]] for b in items],
-            "hovertemplate": "%{x} · %{customdata[0]}<br>%{y:.4f} ± %{customdata[1]:.3f} (%{customdata[2]})"
-                             "<extra></extra>",
+            "hovertemplate": ("%{y} · %{customdata[0]}<br>%{x:.4f}" if lying
+                              else "%{x} · %{customdata[0]}<br>%{y:.4f}")
+                             + " ± %{customdata[1]:.3f} (%{customdata[2]})<extra></extra>",
         })
     top = max([b["mean"] + b["error"] for b in bars] + [0.0])
-    yrange = [0, 1.08] if accuracy else [0, top * 1.18 or 1.0]
+    value_axis = {"range": [0, 1.08] if accuracy else [0, top * 1.18 or 1.0],
+                  "title": {"text": title.split(" (")[0]}, "tickformat": ".2f"}
     layout = {"title": _title(title, subtitle), "height": CHART_HEIGHT, "margin": _MARGIN, "barmode": "group",
               "bargap": 0.25, "showlegend": len(families) > 1, "legend": _legend_on_top(),
-              "yaxis": {"range": yrange, "title": {"text": title.split(" (")[0]}, "tickformat": ".2f"},
-              "xaxis": {"tickangle": -25 if len(losses) > 4 else 0, "automargin": True,
-                        "tickvals": losses, "ticktext": [_tick_text(label) for label in losses]},
               "uniformtext": {"minsize": 9, "mode": "hide"}}
+    if lying:
+        ticks = [_tick_text(label, max_lines=2, width=LYING_TICK_CHARACTERS) for label in losses]
+        rows = len(losses) * max(1, len(families))
+        row_px = 34 if any("<br>" in tick for tick in ticks) else 24  # room for a label's two lines
+        layout.update(height=max(CHART_HEIGHT, 130 + rows * row_px), xaxis=value_axis,
+                      yaxis={"automargin": True, "autorange": "reversed", "tickvals": losses, "ticktext": ticks})
+    else:
+        ticks = [_tick_text(label) for label in losses]
+        layout.update(yaxis=value_axis, xaxis={"tickangle": _tick_angle(ticks), "automargin": True,
+                                               "tickvals": losses, "ticktext": ticks})
     return _figure(data, layout)
 
 
 TICK_CHARACTERS = 22  # a category label's lines are cut to this (the whole label is in the hover text)
+LYING_TICK_CHARACTERS = 30  # the same, for the labels of lying bars, read level on the left
+MAX_UPRIGHT_BARS = 8  # more categories than this and probe_bars lays its bars down
 
 
-def _tick_text(label: str) -> str:
-    return "<br>".join(line if len(line) <= TICK_CHARACTERS else line[: TICK_CHARACTERS - 1] + "…"
-                       for line in str(label).split("<br>"))
+def _tick_angle(labels: Sequence[str]) -> int:
+    """Level ticks for a few bars; slanted for many; upright for many two-line labels, whose slanted lines
+    run into the next bar's."""
+    if len(labels) <= 4:
+        return 0
+    return -90 if any("<br>" in str(label) for label in labels) else -25
+
+
+def _tick_text(label: str, max_lines: int = 3, width: int = TICK_CHARACTERS) -> str:
+    """A tick label wrapped at spaces into lines of at most `width` characters, each "<br>" part in at
+    most `max_lines` lines, the last cut with an ellipsis when more was left."""
+    lines = []
+    for part in str(label).split("<br>"):
+        wrapped = textwrap.wrap(part, width, break_long_words=True) or [""]
+        if len(wrapped) > max_lines:
+            wrapped = [*wrapped[: max_lines - 1], wrapped[max_lines - 1][: width - 1] + "…"]
+        lines += wrapped
+    return "<br>".join(lines)
 
 
 def sweep_lines(series: dict[str, dict], title: str, *, ylabel: str = "accuracy", subtitle: str = "") -> Any:

@@ -286,17 +286,27 @@ def grid_label(row: dict, several_families: bool) -> str:
 
 
 def distinct_model_labels(models: Sequence[str]) -> dict[str, str]:
-    """Model labels without the settings they all share: "VICReg (small conv, D=64, μ=0)" beside
-    "VICReg (small conv, D=64)" reads "VICReg (μ=0)" and "VICReg"."""
-    parsed = {}
+    """Model labels without the settings that do not tell them apart: among the models of one name only
+    the settings that vary are kept, and a name that only one model has stands alone; when all share
+    one name, the settings stand without it. "VICReg (small conv, D=64, μ=0)" beside "VICReg (small
+    conv, D=64)" reads "μ=0" and "VICReg"; "Class-penalty AE (b=10, λ=10, one_hot: uses labels)" beside
+    "Autoencoder (b=10, λ=0: unsupervised)" reads "Class-penalty AE (λ=10)" and "Autoencoder"."""
+    parsed: dict[str, tuple[str, list[str]]] = {}
     for model in dict.fromkeys(models):
         head, bracket, rest = str(model).partition(" (")
         parsed[model] = (head, [p.strip() for p in rest.removesuffix(")").split(", ")] if bracket else [])
-    common = set.intersection(*(set(parts) for _, parts in parsed.values())) if parsed else set()
+    groups: dict[str, list[list[str]]] = {}
+    for head, parts in parsed.values():
+        groups.setdefault(head, []).append(parts)
     out = {}
     for model, (head, parts) in parsed.items():
-        kept = [p for p in parts if p not in common]
-        out[model] = f"{head} ({', '.join(kept)})" if kept else head
+        siblings = groups[head]
+        shared = set.intersection(*(set(p) for p in siblings))
+        kept = [p for p in parts if p not in shared] if len(siblings) > 1 else []
+        if not kept:
+            out[model] = head
+        else:
+            out[model] = ", ".join(kept) if len(groups) == 1 else f"{head} ({', '.join(kept)})"
     return out
 
 

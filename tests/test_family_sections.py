@@ -85,3 +85,31 @@ def test_the_class_penalty_section_plots_the_cached_scores_and_marks_the_chosen_
     assert chosen["val_accuracy"] == max(s["val_accuracy"] for s in ten)
     # The penalty separates the classes: the supervised end beats the unsupervised autoencoder.
     assert ten[-1]["test_accuracy"] > ten[0]["test_accuracy"] + 0.05
+
+
+def test_bar_labels_keep_only_what_tells_the_models_apart():
+    short = cv.distinct_model_labels([
+        "Class-penalty AE (b=10, λ=10, one_hot: uses labels)", "Class-penalty AE (b=10, λ=0.25, one_hot: uses labels)",
+        "Autoencoder (b=10, λ=0: unsupervised)"])
+    assert list(short.values()) == ["Class-penalty AE (λ=10)", "Class-penalty AE (λ=0.25)", "Autoencoder"]
+    vicreg = cv.distinct_model_labels(["VICReg (small conv, D=64, μ=0)", "VICReg (small conv, D=64)"])
+    assert list(vicreg.values()) == ["μ=0", "VICReg"]
+    from core.charts import _tick_text  # a long name wraps at a space instead of losing its λ
+    assert _tick_text("Class-penalty AE (λ=0.001)<br>MSE") == "Class-penalty AE<br>(λ=0.001)<br>MSE"
+    assert _tick_text("Cauchy (learned c) on CDF 9/7 wavelet") == "Cauchy (learned c) on<br>CDF 9/7 wavelet"
+
+
+def test_many_bars_lie_down_with_level_labels_and_few_stand():
+    from core import charts
+
+    def bars(n):
+        return [{"family": "vae", "loss": "cauchy", "loss_label": f"Cauchy (learned c) on CDF 9/7 wavelet {i}",
+                 "mean": 0.5 + i / 100, "error": 0.01, "error_over": "3 probe seeds", "model": "VAE"}
+                for i in range(n)]
+    lying = charts.probe_bars(bars(12), "MLP probe accuracy", accuracy=True)
+    assert lying.data[0].orientation == "h" and len(lying.data[0].y) == 12 and lying.data[0].x[0] == 0.5
+    assert lying.layout.height > charts.CHART_HEIGHT and lying.layout.yaxis.autorange == "reversed"
+    assert all(len(line) <= charts.LYING_TICK_CHARACTERS
+               for tick in lying.layout.yaxis.ticktext for line in tick.split("<br>"))
+    standing = charts.probe_bars(bars(3), "MLP probe accuracy", accuracy=True)
+    assert standing.data[0].orientation is None and list(standing.data[0].y) == [0.5, 0.51, 0.52]
