@@ -121,7 +121,7 @@ def sidebar_footer() -> None:
 
 
 # -- feedback where the user is looking ---------------------------------------------------------------
-FEEDBACK_KEY = "lab_feedback"  # the last action's {place, kind, text, at, toasted}, drawn at its place
+FEEDBACK_KEY = "lab_feedback"  # the last action's {place, kind, text, shown, toasted}, drawn at its place
 FEEDBACK_S = 10.0  # how long it stays beside its control (a live fragment redraws every few seconds)
 
 
@@ -133,18 +133,21 @@ def act(place: str, action: Callable[..., tuple], ok: str, fail: str, *args: Any
         kind, text = "success", ok.format(*action(*args))
     except errors as exc:
         kind, text = "error", f"{fail}: {exc}"
-    st.session_state[FEEDBACK_KEY] = {"place": place, "kind": kind, "text": text, "at": time.monotonic(),
+    st.session_state[FEEDBACK_KEY] = {"place": place, "kind": kind, "text": text, "shown": None,
                                       "toasted": False}
 
 
 def feedback(place: str) -> None:
     """The last action's result, if it was done at `place`: drawn here, next to its control, for
     FEEDBACK_S seconds (so a page that redraws itself on a timer does not wipe it at once), and once as a
-    toast (which shows wherever the page is scrolled)."""
+    toast (which shows wherever the page is scrolled). The time counts from its first drawing, so a slow
+    rerun after the click cannot use it up before it was ever seen."""
     note = st.session_state.get(FEEDBACK_KEY)
     if not note or note["place"] != place:
         return
-    if time.monotonic() - note["at"] > FEEDBACK_S:
+    if note["shown"] is None:
+        note["shown"] = time.monotonic()
+    elif time.monotonic() - note["shown"] > FEEDBACK_S:
         del st.session_state[FEEDBACK_KEY]
         return
     (st.success if note["kind"] == "success" else st.error)(note["text"])
