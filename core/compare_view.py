@@ -289,7 +289,7 @@ def distinct_model_labels(models: Sequence[str]) -> dict[str, str]:
     """Model labels without the settings that do not tell them apart: among the models of one name only
     the settings that vary are kept, and a name that only one model has stands alone; when all share
     one name, the settings stand without it. "VICReg (small conv, D=64, μ=0)" beside "VICReg (small
-    conv, D=64)" reads "μ=0" and "VICReg"; "Class-penalty AE (b=10, λ=10, one_hot: uses labels)" beside
+    conv, D=64)" reads "μ=0" and "VICReg"; "Class-penalty AE (b=10, λ=10, one-hot targets, uses labels)" beside
     "Autoencoder (b=10, λ=0: unsupervised)" reads "Class-penalty AE (λ=10)" and "Autoencoder"."""
     parsed: dict[str, tuple[str, list[str]]] = {}
     for model in dict.fromkeys(models):

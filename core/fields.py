@@ -43,7 +43,8 @@ class Field:
 
     kind: "int" | "float" | "bool" | "choice" | "str". `optional`: None is allowed (and means what
     `help` says). `applies(config)`: whether the field means anything for that config (else it must be
-    None or its default); the Train page hides a field that does not apply."""
+    None or its default); the Train page hides a field that does not apply. `titles`: how some choices
+    read for people, as (value, title) pairs (the others read as themselves)."""
 
     name: str
     kind: str
@@ -58,6 +59,10 @@ class Field:
     applies: Callable[[dict], bool] | None = None
     advanced: bool = False
     flag_name: str | None = None
+    titles: tuple[tuple[Any, str], ...] = ()
+
+    def title_of(self, value: Any) -> str:
+        return dict(self.titles).get(value, str(value))
 
     @property
     def flag(self) -> str:

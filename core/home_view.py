@@ -28,7 +28,7 @@ from core.runs import checkpoints_root
 
 STUDIES_DIR = "studies"  # <root>/studies/<name>/ (core.compare.study_dir)
 
-__all__ = ["HOME_RUN_COLUMNS", "Headline", "dataset_rows", "headline", "read_results", "run_rows"]
+__all__ = ["HOME_RUN_COLUMNS", "Headline", "dataset_rows", "headline", "other_studies", "read_results", "run_rows"]
 
 HOME_RUN_COLUMNS = ("Run", "State", "Dataset", "Model", "Loss", "Epoch", "Where")
 # The probe metrics a headline can use, best first: (results.csv column, its spread's column, how it reads).
@@ -149,6 +149,48 @@ def headline(root: Path | None = None) -> Headline | None:
         return Headline(results.parent.name, dataset, metric, dims[-1] if dims else None, tuple(bars),
                         _sentence(bars, dataset, metric), caption)
     return None
+
+
+def _swept(settings: dict) -> list[str]:
+    """What a study's command swept, for people: "4 losses", "Class penalty λ (0, 0.001, 0.01, 0.25, 10)"."""
+    fields = {f.name: f for family in settings.get("families") or [] if family in FAMILIES
+              for f in FAMILIES[family].fields}
+    swept = []
+    if len(losses := settings.get("losses") or []) > 1:
+        swept.append(f"{len(losses)} losses")
+    if len(dims := settings.get("latent_dims") or []) > 1:
+        label = fields["latent_dim"].label if "latent_dim" in fields else "latent size"
+        swept.append(f"{label} ({', '.join(map(str, dims))})")
+    for name, values in (settings.get("with") or {}).items():
+        if isinstance(values, list) and len(values) > 1:
+            f = fields.get(name)
+            words = ", ".join(f.title_of(v) if f else str(v) for v in values)
+            swept.append(f"{f.label if f else name} ({words})")
+    return swept
+
+
+def other_studies(headline_study: str | None, root: Path | None = None) -> list[str]:
+    """A line for each shipped study besides the headline's: its name, families and dataset, what its
+    command swept, and how many of its runs are shipped ("`fmnist`: VICReg on Fashion-MNIST; 4 losses ×
+    Variance weight μ (25, 0) × Views (…); 16 runs, 8 of them shipped")."""
+    base = Path(root) if root is not None else checkpoints_root()
+    lines = []
+    for results in sorted((base / STUDIES_DIR).glob("*/results.csv")):
+        if results.parent.name == headline_study or not (rows := read_results(results)):
+            continue
+        try:
+            settings = json.loads((results.parent / "study.json").read_text(encoding="utf-8")).get("settings") or {}
+        except (OSError, ValueError, AttributeError):
+            settings = {}
+        families = [FAMILIES[f].title if f in FAMILIES else f
+                    for f in dict.fromkeys(str(r.get("family") or "vae") for r in rows)]
+        dataset = _dataset_title(str(rows[0].get("dataset") or ""))
+        swept = " × ".join(_swept(settings))
+        shipped = sum((base / str(r["run_id"])).is_dir() for r in rows if r.get("run_id"))
+        kept = f", {shipped} of them shipped" if shipped < len(rows) else ""
+        lines.append(f"`{results.parent.name}`: {' and '.join(families)} on {dataset}"
+                     f"{'; ' + swept if swept else ''}; {len(rows)} runs{kept}")
+    return lines
 
 
 def run_rows() -> list[dict[str, str]]:

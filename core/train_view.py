@@ -216,7 +216,7 @@ def _widget(family: Family, f: Field, cuda_devices: int = 0) -> FormWidget:
     key, help_text = widget_key(family, f), _help(f, family)
     if f.kind == "choice":
         options = ((None,) if f.optional else ()) + tuple(f.choices)
-        titles: dict[Any, str] = dict(_CHOICE_TITLES.get(f.name, {}))
+        titles: dict[Any, str] = {**dict(f.titles), **_CHOICE_TITLES.get(f.name, {})}
         if f.name == "loss":
             titles = {name: info.title for name, info in LOSSES.items()}
         elif f.name == "dataset":

@@ -59,6 +59,10 @@ if found is not None:
                         subtitle=f"latent size {found.latent}" if found.latent else "")
     chart.plotly_chart(figure.update_layout(height=340, margin={"t": 60, "b": 10}),
                        config=chart_config("study-accuracy"), key="home_headline")
+    from core.home_view import other_studies
+
+    if more := _or_note(lambda: other_studies(found.study), "The other shipped studies are", "core.home_view"):
+        st.markdown("**Also shipped**, each with its figures on Compare:\n" + "\n".join(f"- {line}" for line in more))
 
 st.subheader("Pages")
 pages = [page for page in available_pages() if not page.default]

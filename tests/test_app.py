@@ -71,6 +71,8 @@ def test_home_shows_the_shipped_studys_headline_first() -> None:
         mine = [b for b in found.bars if b["family_title"] == bars["name"]]
         assert bars["type"] == "bar" and bars["x"] == [b["loss_label"] for b in mine]
         assert bars["y"] == [b["mean"] for b in mine]
+    also = next(md.value for md in at.markdown if md.value.startswith("**Also shipped**"))
+    assert all(f"`{name}`" in also for name in ("fmnist", "fashion-mnist-class-penalty")) and found.study not in also
 
 
 def test_home_lists_runs_and_datasets_in_readable_columns() -> None:

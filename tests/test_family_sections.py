@@ -89,7 +89,8 @@ def test_the_class_penalty_section_plots_the_cached_scores_and_marks_the_chosen_
 
 def test_bar_labels_keep_only_what_tells_the_models_apart():
     short = cv.distinct_model_labels([
-        "Class-penalty AE (b=10, λ=10, one_hot: uses labels)", "Class-penalty AE (b=10, λ=0.25, one_hot: uses labels)",
+        "Class-penalty AE (b=10, λ=10, one-hot targets, uses labels)",
+        "Class-penalty AE (b=10, λ=0.25, one-hot targets, uses labels)",
         "Autoencoder (b=10, λ=0: unsupervised)"])
     assert list(short.values()) == ["Class-penalty AE (λ=10)", "Class-penalty AE (λ=0.25)", "Autoencoder"]
     vicreg = cv.distinct_model_labels(["VICReg (small conv, D=64, μ=0)", "VICReg (small conv, D=64)"])

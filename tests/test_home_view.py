@@ -64,3 +64,13 @@ def test_the_run_and_dataset_lists_read_for_people() -> None:
     missing = [d for d in datasets if not d["On disk"]]
     for d in missing:
         assert any(step.command and " -m core.datasets download " in step.command for step in d["fix"])
+
+
+def test_the_other_shipped_studies_say_what_they_swept_and_how_many_runs_ship(tmp_path: Path) -> None:
+    lines = home_view.other_studies("fashion-mnist-reference")
+    assert len(lines) == len(list(SHIPPED.glob("*/results.csv"))) - 1
+    barron, penalty, vicreg = sorted(lines)
+    assert barron.startswith("`barron-") and "Distribution (Normal, Cauchy, Student's t, General)" in barron
+    assert "Class penalty λ (0, 0.001, 0.01, 0.25, 10)" in penalty and penalty.endswith("10 runs, 7 of them shipped")
+    assert "4 losses" in vicreg and "students_t" not in " ".join(lines) and "_" not in vicreg.split("`")[2]
+    assert home_view.other_studies(None, tmp_path) == []

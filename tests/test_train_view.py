@@ -75,6 +75,15 @@ def test_every_family_gets_its_own_fields_with_labels_not_names() -> None:
             assert (w.field.name in _advanced(name, values)) == w.field.advanced
         assert view.read_form(name, values).ok, (name, view.read_form(name, values).errors)
     assert set(view.family_choices()) == set(FAMILIES)
+    # choices read as words, not as the values config.json keeps
+    vae = _shown("vae", view.default_values("vae"))
+    assert [vae["distribution"].title_of(v) for v in ("loss", "students_t")] == ["the reconstruction loss",
+                                                                               "Student's t"]
+    assert vae["representation"].title_of("wavelet") == "CDF 9/7 wavelet"
+    for name, family in FAMILIES.items():
+        for f in family.fields:
+            if f.kind == "choice" and f.name not in ("loss", "loss_alpha_schedule"):
+                assert all(f.title_of(v) != v or "_" not in str(v) for v in f.choices), (name, f.name)
 
 
 def test_the_vq_vae_form_explains_its_latent_size_and_its_summary_names_the_grid() -> None:

@@ -27,6 +27,8 @@ from models.class_ae import TARGETS, MLPAutoencoder, class_targets, penalty
 
 __all__ = ["ClassPenaltyAE", "ClassPenaltyObjective", "hidden_sizes"]
 
+TARGET_TITLES = (("one_hot", "one-hot"), ("simplex", "simplex"), ("orthogonal", "orthogonal"))
+
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
     """"800x200" (or "800,200") -> (800, 200); ValueError for anything else."""
@@ -79,6 +81,7 @@ class ClassPenaltyAE(Family):
         Field("class_lambda", "float", 0.25, "Class penalty λ", lo=0.0, hi=1e4,
               help="loss = recon + λ·‖z − t_y‖; 0 is the unsupervised autoencoder, > 0 uses the labels"),
         Field("targets", "choice", "one_hot", "Class targets", choices=TARGETS,
+              titles=TARGET_TITLES,
               help="one_hot: rows of the identity (the study's; zero-padded past the classes); simplex or "
                    "orthogonal: well separated and using every dimension"),
         Field("target_radius", "float", 1.0, "Target radius", lo=0.0, strict_lo=True, hi=1e4, advanced=True,
@@ -113,7 +116,8 @@ class ClassPenaltyAE(Family):
         lam = float(config.get("class_lambda", 0.0))
         if lam == 0:
             return f"Autoencoder (b={config['latent_dim']}, λ=0: unsupervised)"
-        return f"Class-penalty AE (b={config['latent_dim']}, λ={lam:g}, {config.get('targets')}: uses labels)"
+        targets = dict(TARGET_TITLES).get(config.get("targets"), config.get("targets"))
+        return f"Class-penalty AE (b={config['latent_dim']}, λ={lam:g}, {targets} targets, uses labels)"
 
     def build(self, config: dict) -> ClassPenaltyObjective:
         spec = config["model"]

@@ -139,11 +139,14 @@ class VAE(Family):
         Field("width", "int", 32, "Network width", lo=1, hi=1024, advanced=True,
               help="the first convolution's channels (doubling at each halving)"),
         Field("representation", "choice", "pixels", "Representation", choices=REPRESENTATIONS,
+              titles=tuple((r, TITLES[r]) for r in REPRESENTATIONS),
               help="where the reconstruction term is measured: pixels, the orthonormal 2-D DCT of the whole image, "
                    "or Barron's CDF 9/7 wavelet; each is linear with |det J| = 1, so ELBOs compare across them"),
         Field("colour", "choice", "rgb", "Colour space", choices=COLOURS, applies=_colour_applies,
+              titles=tuple((c, TITLES[c]) for c in COLOURS),
               help="rgb, or Barron's volume-preserving scaled YUV (colour images only)"),
         Field("distribution", "choice", "loss", "Distribution", choices=DISTRIBUTIONS,
+              titles=(("loss", "the reconstruction loss"), *((n, i.title) for n, i in LIKELIHOODS.items())),
               help="loss: the reconstruction loss above, summed over coefficients; normal, cauchy, students_t, "
                    "general: a normalised likelihood with a scale (and ν or α ∈ [0, 3]) learned per coefficient, "
                    "the scale starting at 0.01 (Barron's VAE experiment); validation then reports the ELBO"),

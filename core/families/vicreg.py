@@ -383,6 +383,7 @@ class VICReg(Family):
         Field("latent_dim", "int", 128, "Representation size D", lo=1, hi=8192,
               help="the encoder's output y, the representation probed, projected and compared"),
         Field("encoder", "choice", "auto", "Encoder", choices=("auto", *ENCODERS),
+              titles=(("auto", "by image size"), ("resnet18", "ResNet-18"), ("small", "small conv net")),
               help="auto: ResNet-18 (3×3 stride-1 stem, no max-pool) for 32×32 colour, a small conv net otherwise"),
         Field("width", "int", 32, "Small encoder width", lo=1, hi=1024, advanced=True,
               applies=lambda c: _encoder_of(c) == "small",
@@ -395,9 +396,12 @@ class VICReg(Family):
         Field("cov_weight", "float", 1.0, "Covariance weight ν", lo=0.0, hi=1e6),
         Field("variance_target", "float", 1.0, "Target std γ", lo=0.0, strict_lo=True, hi=1e3, advanced=True),
         Field("views", "choice", "augment", "Views", choices=("augment", "neighbours"),
+              titles=(("augment", "two augmentations"), ("neighbours", "an image and its neighbour")),
               help="augment: two augmentations of each image; neighbours: an image and one of its nearest "
                    "training neighbours in a trained run's representation, no augmentation"),
         Field("augment", "choice", "cifar", "Augmentations", choices=tuple(RECIPES), applies=_augmenting,
+              titles=(("cifar", "CIFAR recipe"), ("course", "the course's (blur, no solarise)"),
+                      ("official", "official (ImageNet, asymmetric)"), ("crop_flip", "crops and flips only")),
               help="cifar: solo-learn's CIFAR recipe; course: the VICReg course's (blur, no solarise); official: the "
                    "asymmetric ImageNet one; crop_flip: crops and flips only"),
         Field("crop_scale_min", "float", 0.2, "Smallest crop area", lo=0.0, strict_lo=True, hi=1.0, advanced=True,
