@@ -142,6 +142,7 @@ def runs() -> None:
     if [r["path"] for r in active] != st.session_state.get(LIVE):
         st.rerun(scope="app")  # one started or ended: the refresh rate changes with the whole page
     st.subheader("Training now")
+    feedback("live")  # here, not in the run's panel: a run that stops at once takes its panel with it
     if not active:
         st.caption("Nothing is training. Runs started from the command line show up here too.")
     for row in active:
@@ -151,10 +152,8 @@ def runs() -> None:
             head.markdown(f"**{run.run_id}**  \n{view.run_caption(run, p)}")
             stop.button("Stop", key=f"{K}live_stop_{run.run_id}", icon=":material/stop:",
                         disabled=p.state == "stopping",
-                        on_click=_act, args=(f"live:{run.run_id}", view.stop_run, STOPPING, "Not stopped",
-                                             str(run.path)),
+                        on_click=_act, args=("live", view.stop_run, STOPPING, "Not stopped", str(run.path)),
                         help="Finish the current step, save a checkpoint and stop. Resume continues exactly.")
-            feedback(f"live:{run.run_id}")
             _state(run, p)
             if p.state != "starting":
                 _numbers(run, p, f"{K}live_{run.run_id}")

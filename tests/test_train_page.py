@@ -268,8 +268,9 @@ def test_a_vq_vae_starts_from_the_form_with_exactly_its_values_and_shows_its_ter
 
 
 @pytest.mark.slow
-def test_start_from_the_form_watch_the_live_panel_and_stop(roots) -> None:
+def test_start_from_the_form_watch_the_live_panel_and_stop(roots, monkeypatch: pytest.MonkeyPatch) -> None:
     user, _ = roots
+    monkeypatch.setattr("pages.chrome.FEEDBACK_S", 120.0)  # however slow the stop, its message is still due
     at = _page()
     # 100 epochs: stopped long before its end, however slow the machine.
     for name, text in (("latent_dim", "3"), ("epochs", "100"), ("limit_train", "512"), ("batch_size", "64")):
@@ -303,6 +304,8 @@ def test_start_from_the_form_watch_the_live_panel_and_stop(roots) -> None:
     assert jobs.wait_for(run, ["stopped"], timeout_s=30) == "stopped"
     at.run()
     assert _table(at)[run.run_id]["State"] == "stopped" and run.has_checkpoint
+    # the run has left the live panel; what its Stop said is still there, under "Training now"
+    assert any(s.value.startswith(f"Stopping {run.run_id}") for s in at.success)
     assert "Resume" in _buttons(at) and any("Nothing is training" in c.value for c in at.caption)
     p = progress(run)
     stopped_line = next(t for _, t in _progress(at) if "stopped" in t)
