@@ -176,14 +176,19 @@ def _tick_text(label: str, max_lines: int = 3, width: int = TICK_CHARACTERS) -> 
 
 def sweep_lines(series: dict[str, dict], title: str, *, ylabel: str = "accuracy", subtitle: str = "") -> Any:
     """Lines of `compare.sweep` (the metric against latent size): one per loss and family, coloured by loss,
-    dashed and marked by family; a log₂ latent-size axis with a tick at each size."""
+    dashed and marked by family; a log₂ latent-size axis with a tick at each size. Series that share a
+    loss and family (a swept setting) take a colour each instead, or they could not be told apart."""
+    kinds = [(s.get("loss"), s.get("family")) for s in series.values()]
+    by_series = len(kinds) > len(set(kinds))
+    palette = class_colours(len(series))
     data = []
-    for label, s in series.items():
+    for i, (label, s) in enumerate(series.items()):
         rank = _family_rank(s.get("family"))
+        colour = palette[i] if by_series else loss_colour(s.get("loss"))
         data.append({
             "type": "scatter", "mode": "lines+markers", "name": label, "x": s["dims"], "y": s["mean"],
             "error_y": {"type": "data", "array": s["error"], "visible": True, "thickness": 1},
-            "line": {"color": loss_colour(s.get("loss")), "dash": _FAMILY_DASH[rank % len(_FAMILY_DASH)]},
+            "line": {"color": colour, "dash": _FAMILY_DASH[rank % len(_FAMILY_DASH)]},
             "marker": {"symbol": _FAMILY_SYMBOL[rank % len(_FAMILY_SYMBOL)], "size": 8},
             "hovertemplate": f"{label}<br>latent %{{x}}: %{{y:.4f}}<extra></extra>",
         })

@@ -299,7 +299,8 @@ def results_row(run: Run) -> dict:
     features = str(settings.get("features", "z")) if probes else None
     row = {
         "run_id": run.run_id, "study": cfg.get("study"), "dataset": cfg.get("dataset"), "family": family.name,
-        "family_title": family.title, "model": family.describe(cfg), "loss": cfg.get("loss"),
+        "family_title": family.title, "model": family.describe(cfg), "setting": family.describe(cfg, latent=False),
+        "loss": cfg.get("loss"),
         "loss_alpha": cfg.get("loss_alpha"), "loss_label": loss_label(cfg), "latent_dim": family.latent_size(cfg),
         "seed": cfg.get("seed"), "epochs": cfg.get("epochs"), "limit_train": cfg.get("limit_train"),
         "state": status.get("state"), **numbers,
@@ -318,7 +319,7 @@ def results_row(run: Run) -> dict:
 
 
 # Row keys that are not table columns (what the page and the charts use besides).
-_NOT_COLUMNS = ("probe_seeds", "family_title")
+_NOT_COLUMNS = ("probe_seeds", "family_title", "setting")
 
 
 def columns(rows: Sequence[dict]) -> list[str]:
@@ -374,6 +375,7 @@ def aggregate(rows: Sequence[dict], metric: str = "mlp_acc", by: Sequence[str] =
             error, over = 0.0, "one run"
         out.append({**dict(zip(by, key, strict=True)), "loss": first.get("loss"), "family": first.get("family"),
                     "family_title": first.get("family_title") or first.get("family"), "model": first.get("model"),
+                    "setting": first.get("setting") or first.get("model"),
                     "metric": metric, "mean": float(values.mean()), "error": error, "error_over": over,
                     "n": len(members)})
     return out
@@ -382,7 +384,8 @@ def aggregate(rows: Sequence[dict], metric: str = "mlp_acc", by: Sequence[str] =
 def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
     """`metric` against latent size, per loss and family: {label: {"loss", "family", "dims", "mean", "error"}},
     dims ascending; the label is the loss, with the family's title when the rows hold several families and
-    the model's label when a family has several models per loss and size."""
+    the model's setting (its label without what follows from the latent size) when a family has several
+    models per loss and size."""
     items = sorted(aggregate(rows, metric), key=lambda r: (_family_order(r["family"]), r["latent_dim"]))
     several = len({r["family"] for r in items}) > 1
     settings = [(r["family"], r["loss_label"], r["latent_dim"]) for r in items]
@@ -390,8 +393,9 @@ def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
     out: dict[str, dict] = {}
     for item in items:
         label = f"{item['loss_label']} · {item['family_title']}" if several else item["loss_label"]
-        label = f"{label} · {item['model']}" if models else label
-        series = out.setdefault(label, {"loss": item["loss"], "family": item["family"], "dims": [], "mean": [],
+        label = f"{label} · {item['setting']}" if models else label
+        series = out.setdefault(label, {"loss": item["loss"], "family": item["family"],
+                                        "setting": item["setting"] if models else None, "dims": [], "mean": [],
                                         "error": [], "error_over": set()})
         series["dims"].append(item["latent_dim"])
         series["mean"].append(item["mean"])

@@ -334,6 +334,10 @@ def sweep_chart(rows: Sequence[dict], metric: str) -> Any | None:
     series = compare.sweep(rows, metric)
     if not any(len(s["dims"]) > 1 for s in series.values()):  # no line: every series is one latent size
         return None
+    settings = [s.get("setting") for s in series.values()]
+    if len(set(settings)) > 1 and None not in settings:  # a swept setting: name each line by what differs
+        short = distinct_model_labels(settings)
+        series = {f"{short[s['setting']]} · {label.split(' · ')[0]}": s for label, s in series.items()}
     title, _ = compare.METRICS[metric]
     over = sorted({s["error_over"] for s in series.values()})
     return charts.sweep_lines(series, f"{title} against latent size", ylabel=title.split(" (")[0],

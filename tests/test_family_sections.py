@@ -114,3 +114,21 @@ def test_many_bars_lie_down_with_level_labels_and_few_stand():
                for tick in lying.layout.yaxis.ticktext for line in tick.split("<br>"))
     standing = charts.probe_bars(bars(3), "MLP probe accuracy", accuracy=True)
     assert standing.data[0].orientation is None and list(standing.data[0].y) == [0.5, 0.51, 0.52]
+
+
+def test_a_setting_run_at_two_latent_sizes_is_one_line_of_the_sweep(shipped) -> None:
+    rows = shipped["fashion-mnist-class-penalty"].rows
+    lines = compare.sweep(rows)
+    joined = {label: s["dims"] for label, s in lines.items() if len(s["dims"]) > 1}
+    assert joined == {"MSE · Class-penalty AE (λ=0.25, one-hot targets, uses labels)": [10, 145],
+                      "MSE · Autoencoder (λ=0: unsupervised)": [10, 145]}
+    chart = cv.sweep_chart(rows, "mlp_acc")  # a line per setting, named by what differs, a colour each
+    assert [t.name for t in chart.data] == [*(f"Class-penalty AE (λ={lam}) · MSE" for lam in ("10", "0.25", "0.01",
+                                                                                            "0.001")),
+                                            "Autoencoder · MSE"]
+    assert len({t.line.color for t in chart.data}) == len(chart.data) == 5
+    from core.families import get_family  # the labels without what the latent size decides
+    vq = {"family": "vqvae", "grid": 4, "codebook_size": 512, "latent_dim": 64}
+    assert get_family("vqvae").describe(vq, latent=False) == "VQ-VAE (K=512, 4×4 grid)"
+    assert "4×4×4" in get_family("vqvae").describe(vq)
+    assert get_family("vicreg").describe({"encoder": "small", "latent_dim": 64}, latent=False) == "VICReg (small conv)"

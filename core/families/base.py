@@ -151,8 +151,10 @@ class Family:
         """The latent size comparable across families (floats in the representation that is probed)."""
         return int(config["latent_dim"])
 
-    def describe(self, config: dict) -> str:
-        """A short label of the model for tables: "VAE", "VQ-VAE (K=512, 4×4×4)"."""
+    def describe(self, config: dict, latent: bool = True) -> str:
+        """A short label of the model for tables: "VAE", "VQ-VAE (K=512, 4×4×4)". latent=False leaves out
+        what follows from the latent size, so runs of one setting at several sizes share a label (the
+        latent-size sweep's lines)."""
         return self.title
 
     def embedding_shapes(self, config: dict) -> dict[str, tuple[tuple[int, ...], str]]:

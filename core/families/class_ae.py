@@ -112,12 +112,13 @@ class ClassPenaltyAE(Family):
                 "hidden": list(hidden_sizes(config["hidden_layers"])), "targets": config["targets"],
                 "target_radius": config["target_radius"], "classes": dataset_info(config["dataset"]).num_classes}
 
-    def describe(self, config: dict) -> str:
+    def describe(self, config: dict, latent: bool = True) -> str:
         lam = float(config.get("class_lambda", 0.0))
+        size = f"b={config['latent_dim']}, " if latent else ""
         if lam == 0:
-            return f"Autoencoder (b={config['latent_dim']}, λ=0: unsupervised)"
+            return f"Autoencoder ({size}λ=0: unsupervised)"
         targets = dict(TARGET_TITLES).get(config.get("targets"), config.get("targets"))
-        return f"Class-penalty AE (b={config['latent_dim']}, λ={lam:g}, {targets} targets, uses labels)"
+        return f"Class-penalty AE ({size}λ={lam:g}, {targets} targets, uses labels)"
 
     def build(self, config: dict) -> ClassPenaltyObjective:
         spec = config["model"]

@@ -177,7 +177,7 @@ class VAE(Family):
             and (config.get("distribution") or "loss") == "loss"
         return self.terms if scheduled else tuple(t for t in self.terms if t is not ALPHA_TERM)
 
-    def describe(self, config: dict) -> str:
+    def describe(self, config: dict, latent: bool = True) -> str:
         representation = config.get("representation") or "pixels"
         colour = config.get("colour") or "rgb"
         if representation == "pixels" and colour == "rgb":

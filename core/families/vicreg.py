@@ -438,14 +438,15 @@ class VICReg(Family):
                 "latent_dim": config["latent_dim"], "width": config["width"],
                 "projector": parse_widths(config["projector"]), "mean": list(mean), "std": list(std)}
 
-    def describe(self, config: dict) -> str:
+    def describe(self, config: dict, latent: bool = True) -> str:
         encoder = {"resnet18": "ResNet-18", "small": "small conv"}.get(_encoder_of(config), "?")
         extra = []
         if float(config.get("var_weight", 25.0)) == 0:
             extra.append("μ=0")
         if config.get("views") == "neighbours":
             extra.append("neighbours as views")
-        return f"VICReg ({encoder}, D={config.get('latent_dim')}{''.join(', ' + e for e in extra)})"
+        size = [f"D={config.get('latent_dim')}"] if latent else []
+        return f"VICReg ({', '.join([encoder, *size, *extra])})"
 
     # -- training --------------------------------------------------------------------------------------------
     def build(self, config: dict) -> VICRegObjective:

@@ -130,10 +130,12 @@ class VQVAE(Family):
                 "codebook_update": config["codebook_update"], "ema_decay": config["ema_decay"],
                 "dead_code_threshold": config["dead_code_threshold"]}
 
-    def describe(self, config: dict) -> str:
+    def describe(self, config: dict, latent: bool = True) -> str:
         grid = config.get("grid")
         if not grid:
             return self.title
+        if not latent:  # the code size d and the bits follow from the latent size
+            return f"VQ-VAE (K={config['codebook_size']}, {grid}×{grid} grid)"
         d = int(config["latent_dim"]) // (grid * grid)
         bits = grid * grid * math.log2(int(config["codebook_size"]))
         return f"VQ-VAE (K={config['codebook_size']}, {grid}×{grid}×{d}, {bits:g} bits)"
