@@ -382,7 +382,8 @@ def aggregate(rows: Sequence[dict], metric: str = "mlp_acc", by: Sequence[str] =
 
 
 def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
-    """`metric` against latent size, per loss and family: {label: {"loss", "family", "dims", "mean", "error"}},
+    """`metric` against latent size, per loss and family: {label: {"loss", "loss_label", "family", "setting",
+    "dims", "mean", "error"}} ("setting" None unless a family has several models per loss and size),
     dims ascending; the label is the loss, with the family's title when the rows hold several families and
     the model's setting (its label without what follows from the latent size) when a family has several
     models per loss and size."""
@@ -394,9 +395,9 @@ def sweep(rows: Sequence[dict], metric: str = "mlp_acc") -> dict[str, dict]:
     for item in items:
         label = f"{item['loss_label']} · {item['family_title']}" if several else item["loss_label"]
         label = f"{label} · {item['setting']}" if models else label
-        series = out.setdefault(label, {"loss": item["loss"], "family": item["family"],
-                                        "setting": item["setting"] if models else None, "dims": [], "mean": [],
-                                        "error": [], "error_over": set()})
+        series = out.setdefault(label, {"loss": item["loss"], "loss_label": item["loss_label"],
+                                        "family": item["family"], "setting": item["setting"] if models else None,
+                                        "dims": [], "mean": [], "error": [], "error_over": set()})
         series["dims"].append(item["latent_dim"])
         series["mean"].append(item["mean"])
         series["error"].append(item["error"])

@@ -337,7 +337,7 @@ def sweep_chart(rows: Sequence[dict], metric: str) -> Any | None:
     settings = [s.get("setting") for s in series.values()]
     if len(set(settings)) > 1 and None not in settings:  # a swept setting: name each line by what differs
         short = distinct_model_labels(settings)
-        series = {f"{short[s['setting']]} · {label.split(' · ')[0]}": s for label, s in series.items()}
+        series = {f"{short[s['setting']]} · {s['loss_label']}": s for s in series.values()}
     title, _ = compare.METRICS[metric]
     over = sorted({s["error_over"] for s in series.values()})
     return charts.sweep_lines(series, f"{title} against latent size", ylabel=title.split(" (")[0],

@@ -34,6 +34,7 @@ COMMON_FIELDS: tuple[Field, ...] = (
     Field("batch_size", "int", 128, "Batch size", lo=1, hi=1_000_000),
     Field("lr", "float", 1e-3, "Learning rate", lo=0.0, strict_lo=True, hi=10.0),
     Field("optimizer", "choice", None, "Optimiser", choices=OPTIMIZERS, optional=True, advanced=True,
+          titles=(("adam", "Adam"), ("adamw", "AdamW"), ("radam", "RAdam")),
           help="empty: the family's own (Adam for most)"),
     Field("weight_decay", "float", 0.0, "Weight decay", lo=0.0, hi=10.0, advanced=True,
           help="L2 (Adam, RAdam) or decoupled (AdamW) weight decay"),

@@ -90,7 +90,6 @@ METHOD_OPTIONS: dict[str, dict[str, tuple[Any, type, Callable[[Any], bool], str]
 }
 
 
-
 def method_options(method: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """`options` for `method` with defaults filled in and values checked; ValueError names the fix."""
     if method not in METHODS:

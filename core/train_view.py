@@ -71,13 +71,10 @@ STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/pla
                "stopped": ":material/pause_circle:", "interrupted": ":material/warning:", "failed": ":material/error:",
                "launch failed": ":material/error:", "created": ":material/fiber_new:", "broken": ":material/block:"}
 
-# How a choice reads in the form (values stay the fields' own).
-_OPTIMIZER_TITLES = {"adam": "Adam", "adamw": "AdamW", "radam": "RAdam"}
-_CHOICE_TITLES: dict[str, dict[Any, str]] = {
-    "optimizer": _OPTIMIZER_TITLES,
-    "codebook_update": {"ema": "moving averages (EMA)", "loss": "codebook loss term"},
-    "device": {"auto": "auto (a GPU when there is one)", "cpu": "CPU", "cuda": "GPU (cuda)"},
-}
+# How the device (a text field, offered as the choices it accepts) reads in the form; a choice field's
+# titles are declared with the field (Field.titles).
+_DEVICE_TITLES = {"auto": "auto (a GPU when there is one)", "cpu": "CPU", "cuda": "GPU (cuda)"}
+_OPTIMIZER = next(f for f in COMMON_FIELDS if f.name == "optimizer")
 
 
 def _short_title(dataset: str) -> str:
@@ -206,7 +203,7 @@ def _help(f: Field, family: Family) -> str:
     if text and not text.endswith("."):
         text += "."
     if f.name == "optimizer":
-        text = f"Empty: the family's own ({_OPTIMIZER_TITLES.get(family.default_optimizer, family.default_optimizer)})."
+        text = f"Empty: the family's own ({_OPTIMIZER.title_of(family.default_optimizer)})."
     if f.kind in ("int", "float"):
         text = " ".join(p for p in (text, _bounds(f)) if p)
     return text
@@ -216,20 +213,20 @@ def _widget(family: Family, f: Field, cuda_devices: int = 0) -> FormWidget:
     key, help_text = widget_key(family, f), _help(f, family)
     if f.kind == "choice":
         options = ((None,) if f.optional else ()) + tuple(f.choices)
-        titles: dict[Any, str] = {**dict(f.titles), **_CHOICE_TITLES.get(f.name, {})}
+        titles: dict[Any, str] = dict(f.titles)
         if f.name == "loss":
             titles = {name: info.title for name, info in LOSSES.items()}
         elif f.name == "dataset":
             titles = {name: datasets.dataset_info(name).title for name in f.choices}
         if f.optional:
-            titles[None] = (f"the family's own ({_OPTIMIZER_TITLES.get(family.default_optimizer, '')})"
+            titles[None] = (f"the family's own ({_OPTIMIZER.title_of(family.default_optimizer)})"
                             if f.name == "optimizer" else "default")
         return FormWidget(f, key, "select", options, titles, help=help_text)
     if f.kind == "bool":
         return FormWidget(f, key, "check", help=help_text)
     if f.name == "device":  # a text field of the declarations, offered as the choices it accepts
         options = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(cuda_devices if cuda_devices > 1 else 0)))
-        return FormWidget(f, key, "select", options, _CHOICE_TITLES["device"], help=help_text)
+        return FormWidget(f, key, "select", options, _DEVICE_TITLES, help=help_text)
     return FormWidget(f, key, "text", placeholder=_placeholder(f), help=help_text)
 
 

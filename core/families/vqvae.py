@@ -94,6 +94,7 @@ class VQVAE(Family):
         Field("commitment", "float", 0.25, "Commitment weight β", lo=0.0, hi=1e3,
               help="loss = recon + β·‖z_e − sg[z_q]‖² (the paper's 0.25)"),
         Field("codebook_update", "choice", "ema", "Codebook update", choices=("ema", "loss"), advanced=True,
+              titles=(("ema", "moving averages (EMA)"), ("loss", "codebook loss term")),
               help="ema: moving averages of the assigned vectors (decay below); loss: the codebook term"),
         Field("ema_decay", "float", 0.99, "EMA decay γ", lo=0.0, hi=1.0, strict_lo=True, advanced=True),
         Field("dead_code_threshold", "float", 0.5, "Dead-code threshold", lo=0.0, hi=1.0, advanced=True,
